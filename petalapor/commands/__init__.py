@@ -1,0 +1,1 @@
+"""Subcommands of the ``petalapor`` console script, one module per area."""

@@ -1,0 +1,28 @@
+"""``petalapor serve``: the HTTP service under uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+
+from petalapor.settings import Settings
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``serve`` command."""
+    parser = sub.add_parser("serve", help="serve the API and maps (uvicorn)")
+    parser.add_argument("--host", help="address to listen on (default PETALAPOR_API_HOST or 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (default PETALAPOR_API_PORT or 8000)")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.set_defaults(func=serve)
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Run uvicorn on the app factory."""
+    import uvicorn
+
+    settings = Settings()
+    host = args.host or settings.api.host
+    port = args.port or settings.api.port
+    print(f"petalapor on http://{host}:{port}/ (API docs at /docs)")
+    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=args.workers, log_level="info")
+    return 0

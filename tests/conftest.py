@@ -1,0 +1,121 @@
+"""Shared fixtures: a real PostGIS for the whole session, the real boundaries, the app.
+
+The session starts its own embedded cluster under ``var/test/pg`` (inside the
+project, so the ``postgres`` user can reach it when tests run as root) on a free
+port, unless ``DATABASE_URL`` is set, in which case that server is used.  A
+missing PostGIS is a failure with the install hint, never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from db.cluster import Cluster
+from db.migrate import migrate
+from petalapor.settings import PROJECT_ROOT, PathSettings, Settings
+
+TEST_VAR = PROJECT_ROOT / "var" / "test"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real data folder (../shared/data)."""
+    path = PathSettings().shared_data
+    if not (path / "boundaries").exists():
+        pytest.fail(f"real data not found at {path}; set PETALAPOR_SHARED_DATA")
+    return path
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster | None]:
+    """The session's embedded cluster (None when DATABASE_URL is used)."""
+    if os.environ.get("DATABASE_URL"):
+        yield None
+        return
+    root = TEST_VAR / "pg"
+    if root.exists():
+        stale = Cluster(root)
+        if stale.initialised:
+            stale.stop()
+        shutil.rmtree(root)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    clu = Cluster(root, port=0, dbname="petalapor")
+    clu.start()  # raises ClusterError with the install hint when PostGIS is missing
+    yield clu
+    clu.stop()
+
+
+@pytest.fixture(scope="session")
+def dsn(cluster: Cluster | None) -> str:
+    """A migrated database for the session."""
+    url = os.environ["DATABASE_URL"] if cluster is None else cluster.dsn()
+    migrate(url)
+    return url
+
+
+def _server_url(dsn: str, dbname: str) -> str:
+    """The same server, another database."""
+    return psycopg.conninfo.make_conninfo(dsn, dbname=dbname)
+
+
+@pytest.fixture()
+def make_database(dsn: str) -> Iterator:
+    """Factory for throw-away databases (dropped after the test): ``make_database(migrated=True)``."""
+    created: list[str] = []
+
+    def make(migrated: bool = True) -> str:
+        name = f"t_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        created.append(name)
+        url = _server_url(dsn, name)
+        if migrated:
+            migrate(url)
+        return url
+
+    yield make
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for name in created:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def boundary_set():
+    """The real boundary set, built once (kelurahan + RW from ../shared/data)."""
+    from gis.boundaries import build_boundary_set, load_manifest
+
+    return build_boundary_set(load_manifest())
+
+
+@pytest.fixture(scope="session")
+def loaded_dsn(dsn: str, boundary_set) -> str:
+    """The session database with the real boundaries stored."""
+    from db.boundaries import store_boundary_set
+
+    store_boundary_set(dsn, boundary_set)
+    return dsn
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    """Default settings (environment as the test run has it)."""
+    return Settings()
+
+
+@pytest.fixture(scope="session")
+def client(loaded_dsn: str, settings: Settings) -> Iterator:
+    """A TestClient on the app, bound to the session database with boundaries."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    with TestClient(create_app(settings, dsn=loaded_dsn)) as test_client:
+        yield test_client
