@@ -210,10 +210,11 @@ def load_manifest(
         spec = tomllib.loads(Path(manifest).read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{manifest}: cannot read boundary manifest: {exc}") from exc
-    sources = []
     for level in ("kelurahan", "rw"):
         if level not in spec:
             raise ConfigError(f"{manifest}: no [{level}] section")
+    sources = []
+    for level in ("kelurahan", "rw"):
         entry = spec[level]
         sources.append(
             BoundarySource(
@@ -264,9 +265,19 @@ def read_source(source: BoundarySource) -> gpd.GeoDataFrame:
         raise BoundaryError(f"{path}: cannot read as a vector file ({exc})") from exc
     if len(gdf) == 0:
         raise BoundaryError(f"{path}: no features")
+    gdf = _untruncate(gdf, source)
     _check_columns(gdf, source)
     _check_polygonal(gdf, source)
     return gdf
+
+
+def _untruncate(gdf: gpd.GeoDataFrame, source: BoundarySource) -> gpd.GeoDataFrame:
+    """Match mapped names cut to 10 characters, as Shapefiles store them."""
+    renames = {}
+    for col in source.columns.values():
+        if col not in gdf.columns and len(col) > 10 and col[:10] in gdf.columns:
+            renames[col[:10]] = col
+    return gdf.rename(columns=renames) if renames else gdf
 
 
 def _check_columns(gdf: gpd.GeoDataFrame, source: BoundarySource) -> None:
@@ -425,10 +436,15 @@ def build_boundary_set(sources: list[BoundarySource]) -> BoundarySet:
     for level, frame in frames.items():
         report.counts[level] = len(frame)
         frames[level] = frame[COLUMNS].reset_index(drop=True)
+    return BoundarySet(frames=frames, report=report, fingerprint=sources_fingerprint(sources), sources=sources)
+
+
+def sources_fingerprint(sources: list[BoundarySource]) -> str:
+    """Identity of an import: the files' bytes, their mappings and the importer version."""
     digest = hashlib.sha256(f"importer-{IMPORTER_VERSION}".encode())
     for source in sorted(sources, key=lambda s: s.level):
         digest.update(source.fingerprint().encode())
-    return BoundarySet(frames=frames, report=report, fingerprint=digest.hexdigest(), sources=sources)
+    return digest.hexdigest()
 
 
 def _finish_kelurahan(kel: gpd.GeoDataFrame) -> gpd.GeoDataFrame:

@@ -1,6 +1,6 @@
 """Shared fixtures: a real PostGIS for the whole session, the real boundaries, the app.
 
-The session starts its own embedded cluster under ``var/test/pg`` (inside the
+The session starts its own embedded cluster under ``var/test/pg-<pid>`` (inside the
 project, so the ``postgres`` user can reach it when tests run as root) on a free
 port, unless ``DATABASE_URL`` is set, in which case that server is used.  A
 missing PostGIS is a failure with the install hint, never a skip.
@@ -34,23 +34,48 @@ def shared_data() -> Path:
     return path
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale_clusters() -> None:
+    """Clusters left by test sessions that died (their pid is gone)."""
+    for root in TEST_VAR.glob("pg-*"):
+        suffix = root.name.split("-", 1)[1]
+        if suffix.isdigit() and not _pid_alive(int(suffix)):
+            stale = Cluster(root)
+            if stale.initialised:
+                try:
+                    stale.stop()
+                except Exception:  # noqa: BLE001 - best effort on leftovers
+                    pass
+            shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster | None]:
-    """The session's embedded cluster (None when DATABASE_URL is used)."""
+    """The session's embedded cluster (None when DATABASE_URL is used).
+
+    One per test process (``var/test/pg-<pid>``), so parallel sessions never
+    share or wipe each other's server.
+    """
     if os.environ.get("DATABASE_URL"):
         yield None
         return
-    root = TEST_VAR / "pg"
-    if root.exists():
-        stale = Cluster(root)
-        if stale.initialised:
-            stale.stop()
-        shutil.rmtree(root)
-    root.parent.mkdir(parents=True, exist_ok=True)
+    TEST_VAR.mkdir(parents=True, exist_ok=True)
+    _remove_stale_clusters()
+    root = TEST_VAR / f"pg-{os.getpid()}"
     clu = Cluster(root, port=0, dbname="petalapor")
     clu.start()  # raises ClusterError with the install hint when PostGIS is missing
     yield clu
     clu.stop()
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

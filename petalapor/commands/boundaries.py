@@ -7,8 +7,10 @@ import time
 from pathlib import Path
 
 import db
-from db.boundaries import store_boundary_set
-from gis.boundaries import BoundarySource, build_boundary_set, load_manifest
+import psycopg
+
+from db.boundaries import current_set, store_boundary_set
+from gis.boundaries import BoundarySource, build_boundary_set, load_manifest, sources_fingerprint
 from petalapor.settings import Settings
 
 
@@ -48,11 +50,19 @@ def run_import(args: argparse.Namespace) -> int:
     sources = sources_from_args(args)
     for src in sources:
         print(f"{src.level:<10} {src.path}")
+    dsn = None if args.check else db.database_url(Settings())
+    if dsn and not args.force:
+        with psycopg.connect(dsn) as conn:
+            existing = current_set(conn)
+        if existing and existing["fingerprint"] == sources_fingerprint(sources):
+            counts = ", ".join(f"{k} {v}" for k, v in sorted(existing["counts"].items()))
+            print(f"boundary set {existing['id']}: unchanged (same files and mapping; {counts})")
+            return 0
     bset = build_boundary_set(sources)
     print(bset.report.render())
     if args.check:
         return 0
-    result = store_boundary_set(db.database_url(Settings()), bset, force=args.force)
+    result = store_boundary_set(dsn, bset, force=args.force)
     took = time.perf_counter() - started
     print(f"boundary set {result.set_id}: {result.status} in {took:.1f} s")
     return 0
