@@ -1,0 +1,410 @@
+"""``/reports``: create, read and list reports, and move them through the workflow.
+
+Who may see hidden reports (``public = false``) is decided by the ``viewer``
+dependency: anything returning an object with ``can_see_private``.  The factory's
+default, :func:`anonymous_viewer`, hides them (left out of listings, 404 by id);
+the app passes ``api.auth.viewer``, under which admin keys see them.
+Reporter identity is never part of any response model here.
+"""
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import Annotated, Any
+
+import h3
+import psycopg
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+from api.deps import get_conn, parse_bbox
+from db.reports import (
+    JAKARTA,
+    MAX_NOTE,
+    REOPENED_ATTR,
+    NewReport,
+    ReportFilter,
+    add_event,
+    create_report,
+    get_report,
+    list_events,
+    list_reports,
+    reporter_salt,
+)
+from petalapor.catalog import Catalog, get_catalog
+from petalapor.errors import InvalidParameterError
+
+#: Page size of ``GET /reports`` when none is asked for, and the most allowed.
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+
+
+# --------------------------------------------------------------------------- who asks
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """The caller as far as report visibility goes."""
+
+    role: str = "public"
+    can_see_private: bool = False
+
+
+def anonymous_viewer() -> Viewer:
+    """Everyone, until API keys exist: hidden reports stay hidden."""
+    return Viewer()
+
+
+# --------------------------------------------------------------------------- models
+
+
+def _jakarta(value: datetime) -> datetime:
+    """Show a time in Western Indonesian Time (+07:00)."""
+    return value.astimezone(JAKARTA)
+
+
+JakartaTime = Annotated[datetime, AfterValidator(_jakarta)]
+
+
+class ReportIn(NewReport):
+    """A new report (``POST /reports``)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "category": "banjir",
+                    "lat": -6.1754,
+                    "lon": 106.8272,
+                    "description": "Genangan 30 cm di depan halte",
+                    "source": "web",
+                    "external_id": "web-2024-000123",
+                    "created_at": "2024-01-31T08:15:00+07:00",
+                }
+            ]
+        }
+    )
+
+
+class EventIn(BaseModel):
+    """A status change (``POST /reports/{id}/events``)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    status: str = Field(description="New status code (the workflow decides which are allowed).")
+    at: datetime | None = Field(None, description="When it happened (with timezone); default now.")
+    actor_opd: str | None = Field(None, description="OPD that made the change.")
+    note: str | None = Field(None, max_length=MAX_NOTE)
+
+    @field_validator("status")
+    @classmethod
+    def _known_status(cls, value: str) -> str:
+        statuses = get_catalog().statuses
+        if value not in statuses:
+            raise ValueError(f"unknown status {value!r}; known: {', '.join(statuses)}")
+        return value
+
+
+class EventOut(BaseModel):
+    """One entry of a report's status history."""
+
+    from_status: str | None
+    to_status: str
+    at: JakartaTime
+    actor_opd: str | None
+    note: str | None
+
+
+class ReportOut(BaseModel):
+    """A report as the public sees it (never the reporter's identity)."""
+
+    id: uuid.UUID
+    source: str
+    external_id: str
+    category: str
+    category_name: str
+    opd: str
+    opd_name: str
+    title: str | None
+    description: str | None
+    media_url: str | None
+    status: str
+    status_name: str
+    is_open: bool
+    created_at: JakartaTime
+    updated_at: JakartaTime
+    first_coordinated_at: JakartaTime | None
+    resolved_at: JakartaTime | None
+    lon: float
+    lat: float
+    rw_code: str | None
+    rw_name: str | None
+    kelurahan_code: str | None
+    kelurahan_name: str | None
+    kecamatan_code: str | None
+    kecamatan_name: str | None
+    kota_code: str | None
+    kota_name: str | None
+    snap_method: str = Field(description="inside, nearest (within 100 m) or outside (no unit).")
+    snap_distance_m: float
+    h3_r7: str = Field(description="H3 cell (hex), resolution 7; likewise r8..r11.")
+    h3_r8: str
+    h3_r9: str
+    h3_r10: str
+    h3_r11: str
+    public: bool
+    reopened: int = Field(0, description="How often the report was re-opened after closing.")
+
+    @classmethod
+    def from_row(
+        cls, row: dict[str, Any], catalog: Catalog | None = None, **extra: Any
+    ) -> "ReportOut":
+        """Build from a :func:`db.reports.get_report` row, adding catalog names."""
+        catalog = catalog or get_catalog()
+        cat = catalog.categories.get(row["category"])
+        st = catalog.statuses.get(row["status"])
+        values = {k: v for k, v in row.items() if k in cls.model_fields}
+        values.update(
+            category_name=cat.name_id if cat else row["category"],
+            opd_name=catalog.opds.get(row["opd"], row["opd"]),
+            status_name=st.name_id if st else row["status"],
+            is_open=st.open if st else True,
+            reopened=int((row.get("attrs") or {}).get(REOPENED_ATTR, 0)),
+            **{f"h3_r{r}": h3.int_to_str(row[f"h3_r{r}"]) for r in (7, 8, 9, 10, 11)},
+        )
+        values.update(extra)
+        return cls(**values)
+
+
+class ReportDetail(ReportOut):
+    """A report with its status history."""
+
+    events: list[EventOut]
+
+
+class ReportPage(BaseModel):
+    """One page of ``GET /reports``, newest first."""
+
+    items: list[ReportOut]
+    total: int = Field(description="Reports matching the filters, all pages.")
+    limit: int
+    offset: int
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+def parse_time(value: str | None, name: str, *, end: bool = False) -> datetime | None:
+    """A date (``2024-01-31``) or datetime; naive values are Jakarta time.
+
+    A date as an ``end`` bound means the end of that day (the next midnight).
+    """
+    if value is None or value == "":
+        return None
+    try:
+        if len(value) == 10:
+            day = date.fromisoformat(value)
+            if end:
+                day += timedelta(days=1)
+            return datetime.combine(day, time(0), JAKARTA)
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidParameterError(
+            f"{name} must be a date (2024-01-31) or datetime (2024-01-31T08:00:00+07:00), "
+            f"got {value!r}"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=JAKARTA)
+    return moment + timedelta(microseconds=1) if end else moment
+
+
+@dataclass
+class ReportQueryParams:
+    """Filters and paging of ``GET /reports``."""
+
+    bbox: Annotated[
+        str | None,
+        Query(description="lon/lat box minx,miny,maxx,maxy.", examples=["106.8,-6.2,106.85,-6.15"]),
+    ] = None
+    kelurahan: Annotated[str | None, Query(max_length=32, description="Kelurahan code.")] = None
+    rw: Annotated[str | None, Query(max_length=32, description="RW code.")] = None
+    category: Annotated[
+        list[str] | None,
+        Query(description="Category code; repeat for several (category=a&category=b)."),
+    ] = None
+    opd: Annotated[str | None, Query(max_length=32, description="OPD code.")] = None
+    status: Annotated[str | None, Query(max_length=32, description="Status code.")] = None
+    from_: Annotated[
+        str | None,
+        Query(alias="from", description="Created at or after (date or datetime; naive = WIB)."),
+    ] = None
+    to: Annotated[
+        str | None, Query(description="Created at or before (a date includes the whole day).")
+    ] = None
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_LIMIT, description=f"Page size (max {MAX_LIMIT}).")
+    ] = DEFAULT_LIMIT
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0
+
+    def __post_init__(self) -> None:
+        self.box = parse_bbox(self.bbox)
+        self.created_from = parse_time(self.from_, "from")
+        self.created_before = parse_time(self.to, "to", end=True)
+        if self.created_from and self.created_before and self.created_from >= self.created_before:
+            raise InvalidParameterError(f"from ({self.from_}) must be before to ({self.to})")
+        catalog = get_catalog()
+        unknown = [c for c in self.category or [] if c not in catalog.categories]
+        if unknown:
+            raise InvalidParameterError(
+                f"unknown category {unknown}; known: {', '.join(catalog.categories)}"
+            )
+        if self.status is not None and self.status not in catalog.statuses:
+            raise InvalidParameterError(
+                f"unknown status {self.status!r}; known: {', '.join(catalog.statuses)}"
+            )
+
+    def filters(self, viewer: Viewer) -> ReportFilter:
+        """The storage-level filter for this query and caller."""
+        return ReportFilter(
+            bbox=self.box,
+            kelurahan=self.kelurahan,
+            rw=self.rw,
+            categories=self.category,
+            opd=self.opd,
+            statuses=[self.status] if self.status else None,
+            created_from=self.created_from,
+            created_before=self.created_before,
+            include_private=viewer.can_see_private,
+        )
+
+
+ReportId = Annotated[str, Path(max_length=64, description="Report id (UUID).")]
+Conn = Annotated[psycopg.Connection, Depends(get_conn)]
+
+
+# --------------------------------------------------------------------------- router
+
+
+def report_detail(conn: psycopg.Connection, row: dict, **extra: Any) -> ReportDetail:
+    """A stored report with its events, for output."""
+    events = [EventOut(**e) for e in list_events(conn, row["id"])]
+    return ReportDetail.from_row(row, events=events, **extra)
+
+
+@dataclass
+class ReportFactory:
+    """Registers ``/reports`` (POST, GET), ``/reports/{id}`` and ``/reports/{id}/events``."""
+
+    router: APIRouter = field(default_factory=APIRouter)
+    #: Who is asking (swap for the API-key dependency).
+    viewer: Callable[..., Viewer] = anonymous_viewer
+    #: Salt for reporter hashes.
+    salt: Callable[[], bytes] = reporter_salt
+    prefix: str = "/reports"
+    tags: list[str] = field(default_factory=lambda: ["reports"])
+
+    def __post_init__(self) -> None:
+        self.register_routes()
+
+    def register_routes(self) -> None:
+        """Add the four report endpoints."""
+
+        @self.router.post(
+            self.prefix,
+            tags=self.tags,
+            summary="Submit a report (idempotent on source + external_id)",
+            status_code=status.HTTP_201_CREATED,
+            response_model=ReportDetail,
+            responses={
+                200: {
+                    "description": "Already stored (same source and external_id): the stored report"
+                },
+                413: {"description": "Body too large"},
+                422: {"description": "Invalid report or outside the service area"},
+            },
+        )
+        def create(
+            report: ReportIn,
+            request: Request,
+            response: Response,
+            viewer: Annotated[Viewer, Depends(self.viewer)],
+            conn: Conn,
+        ) -> ReportDetail:
+            row, created = create_report(conn, report, salt=self.salt() if report.reporter else b"")
+            response.headers["Location"] = str(
+                request.url_for("get_report", report_id=str(row["id"]))
+            )
+            if created:
+                return report_detail(conn, row)
+            response.status_code = status.HTTP_200_OK
+            if not row["public"] and not viewer.can_see_private:
+                # a re-send of a hidden report: confirm it, but do not echo its text
+                return report_detail(conn, row, title=None, description=None, media_url=None)
+            return report_detail(conn, row)
+
+        @self.router.get(
+            self.prefix,
+            tags=self.tags,
+            summary="List reports, newest first",
+            response_model=ReportPage,
+        )
+        def reports(
+            params: Annotated[ReportQueryParams, Depends()],
+            viewer: Annotated[Viewer, Depends(self.viewer)],
+            conn: Conn,
+        ) -> ReportPage:
+            rows, total = list_reports(
+                conn, params.filters(viewer), limit=params.limit, offset=params.offset
+            )
+            catalog = get_catalog()
+            return ReportPage(
+                items=[ReportOut.from_row(r, catalog) for r in rows],
+                total=total or 0,
+                limit=params.limit,
+                offset=params.offset,
+            )
+
+        @self.router.get(
+            self.prefix + "/{report_id}",
+            name="get_report",
+            tags=self.tags,
+            summary="One report with its status history",
+            response_model=ReportDetail,
+            responses={404: {"description": "No such report (or hidden)"}},
+        )
+        def report(
+            report_id: ReportId,
+            viewer: Annotated[Viewer, Depends(self.viewer)],
+            conn: Conn,
+        ) -> ReportDetail:
+            row = get_report(conn, report_id, include_private=viewer.can_see_private)
+            return report_detail(conn, row)
+
+        @self.router.post(
+            self.prefix + "/{report_id}/events",
+            tags=self.tags,
+            summary="Change a report's status (appends an event)",
+            status_code=status.HTTP_201_CREATED,
+            response_model=ReportDetail,
+            responses={
+                404: {"description": "No such report (or hidden)"},
+                409: {"description": "The workflow does not allow this change"},
+            },
+        )
+        def event(
+            report_id: ReportId,
+            body: EventIn,
+            viewer: Annotated[Viewer, Depends(self.viewer)],
+            conn: Conn,
+        ) -> ReportDetail:
+            row = add_event(
+                conn,
+                report_id,
+                body.status,
+                at=body.at,
+                actor_opd=body.actor_opd,
+                note=body.note,
+                include_private=viewer.can_see_private,
+            )
+            return report_detail(conn, row)
