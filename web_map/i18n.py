@@ -1,0 +1,118 @@
+"""UI text of the map pages: Indonesian first, English as a switch (``lang=id|en``)."""
+
+from __future__ import annotations
+
+from petalapor.errors import InvalidParameterError
+
+LANGS: tuple[str, ...] = ("id", "en")
+DEFAULT_LANG = "id"
+
+#: key -> (Indonesian, English).  JavaScript receives the dict of one language.
+STRINGS: dict[str, tuple[str, str]] = {
+    "title_map": ("Peta Laporan Warga Jakarta", "Jakarta Citizen Report Map"),
+    "title_opd": ("Laporan OPD", "OPD reports"),
+    "title_embed": ("Laporan warga Jakarta", "Jakarta citizen reports"),
+    "title_builder": ("Pembuat sematan peta", "Map embed builder"),
+    "title_login": ("Masuk OPD", "OPD login"),
+    "filters": ("Saring", "Filters"),
+    "from": ("Dari", "From"),
+    "to": ("Sampai", "To"),
+    "category": ("Kategori", "Category"),
+    "opd": ("OPD", "Agency (OPD)"),
+    "status": ("Status", "Status"),
+    "all": ("Semua", "All"),
+    "metric": ("Ukuran", "Metric"),
+    "metric_count": ("Jumlah laporan", "Number of reports"),
+    "metric_resolved_share": ("Bagian selesai", "Share resolved"),
+    "metric_median_days": ("Median hari sampai selesai", "Median days to resolve"),
+    "metric_within_7d_share": ("Selesai dalam 7 hari", "Resolved within 7 days"),
+    "reset": ("Atur ulang", "Reset"),
+    "layer_hexes": ("Heksagon H3", "H3 hexagons"),
+    "layer_rw": ("RW (koroplet)", "RW (choropleth)"),
+    "layer_kelurahan": ("Kelurahan (koroplet)", "Kelurahan (choropleth)"),
+    "layer_outline": ("Batas kelurahan", "Kelurahan outlines"),
+    "layer_heatmap": ("Peta panas laporan", "Report heatmap"),
+    "layer_hotspots": ("Titik panas (Gi*)", "Hotspots (Gi*)"),
+    "layer_jakwifi": ("Titik JakWifi", "JakWifi hotspots"),
+    "layer_ispu_stations": ("Stasiun ISPU", "ISPU stations"),
+    "layer_ispu_surface": ("Permukaan ISPU", "ISPU surface"),
+    "layer_reports": ("Laporan", "Reports"),
+    "layer_basemap": ("Peta dasar (internet)", "Basemap (internet)"),
+    "legend": ("Legenda", "Legend"),
+    "hidden_k": ("disembunyikan (terlalu sedikit laporan)", "hidden (too few reports)"),
+    "no_data": ("tidak ada data", "no data"),
+    "reports": ("laporan", "reports"),
+    "heat_low_high": ("kepadatan laporan: rendah → tinggi", "report density: low → high"),
+    "resolved": ("selesai", "resolved"),
+    "open": ("terbuka", "open"),
+    "days": ("hari", "days"),
+    "summary": ("Ringkasan", "Summary"),
+    "hot": ("panas", "hot"),
+    "cold": ("dingin", "cold"),
+    "not_significant": ("tidak signifikan", "not significant"),
+    "ispu_good": ("Baik", "Good"),
+    "ispu_moderate": ("Sedang", "Moderate"),
+    "ispu_unhealthy": ("Tidak sehat", "Unhealthy"),
+    "ispu_very_unhealthy": ("Sangat tidak sehat", "Very unhealthy"),
+    "ispu_hazardous": ("Berbahaya", "Hazardous"),
+    "worst_rw": ("RW terburuk", "Worst RWs"),
+    "by_backlog": ("menurut tunggakan", "by backlog"),
+    "by_days": ("menurut hari penyelesaian", "by days to resolve"),
+    "rw": ("RW", "RW"),
+    "kelurahan": ("Kelurahan", "Kelurahan"),
+    "backlog": ("Tunggakan", "Backlog"),
+    "median_days": ("Median hari", "Median days"),
+    "total": ("Total", "Total"),
+    "logout": ("Keluar", "Log out"),
+    "login": ("Masuk", "Log in"),
+    "api_key": ("Kunci API", "API key"),
+    "login_hint": (
+        "Masukkan kunci API OPD Anda. Sesi berlaku {minutes} menit.",
+        "Enter your OPD API key. The session lasts {minutes} minutes.",
+    ),
+    "login_failed": ("Kunci tidak dikenal atau sudah dicabut.", "Unknown or revoked key."),
+    "period": ("Periode", "Period"),
+    "period_30d": ("30 hari terakhir", "Last 30 days"),
+    "period_90d": ("90 hari terakhir", "Last 90 days"),
+    "period_365d": ("12 bulan terakhir", "Last 12 months"),
+    "period_all": ("Semua waktu", "All time"),
+    "layer": ("Lapisan", "Layer"),
+    "area": ("Wilayah", "Area"),
+    "area_hint": (
+        "kode kelurahan atau bbox (minx,miny,maxx,maxy)",
+        "kelurahan code or bbox (minx,miny,maxx,maxy)",
+    ),
+    "language": ("Bahasa", "Language"),
+    "copy": ("Salin", "Copy"),
+    "copied": ("Tersalin", "Copied"),
+    "preview": ("Pratinjau", "Preview"),
+    "snippet": ("Kode sematan", "Embed code"),
+    "switch_lang": ("English", "Bahasa Indonesia"),
+    "source": (
+        "Sumber: laporan warga Jakarta (agregat)",
+        "Source: Jakarta citizen reports (aggregated)",
+    ),
+    "loading": ("memuat...", "loading..."),
+    "empty_table": ("Belum ada data.", "No data yet."),
+}
+
+
+def check_lang(lang: str | None) -> str:
+    """The language code (default Indonesian); InvalidParameterError for others."""
+    if lang in (None, ""):
+        return DEFAULT_LANG
+    if lang not in LANGS:
+        raise InvalidParameterError(f"lang must be one of {', '.join(LANGS)} (got {lang!r})")
+    return lang
+
+
+def strings(lang: str) -> dict[str, str]:
+    """Every UI string in one language."""
+    i = LANGS.index(check_lang(lang))
+    return {key: pair[i] for key, pair in STRINGS.items()}
+
+
+def t(key: str, lang: str, **values: object) -> str:
+    """One UI string, formatted with ``values``."""
+    text = STRINGS[key][LANGS.index(check_lang(lang))]
+    return text.format(**values) if values else text
