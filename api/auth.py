@@ -20,6 +20,14 @@ from :class:`AuthSettings`, ``pls.<payload>.<signature>``), kept in an HttpOnly 
 for ``session_minutes``; the key's row is still checked on every request, so revoking a
 key ends its sessions too.
 
+Writes always need a key: filing a report (``POST /reports``, Open311 ``POST
+requests``; an intake app such as JAKI or Qlue gets an admin key, or an OPD key when
+it only files for that OPD) and changing a report's status.  An OPD key writes only
+for its own OPD (:meth:`Viewer.check_acts_for`).  Hidden reports (``public = false``)
+are seen by admin keys, and by the key of the OPD they are routed to
+(:attr:`Viewer.private_opd`); the public never sees them.  The session cookie only
+authorises reads, so a cross-site form cannot write with it.
+
 Routes ask for the caller with ``Depends(viewer)`` (or :func:`require_opd`,
 :func:`require_admin`) and get a :class:`Viewer`.
 """
@@ -137,18 +145,44 @@ class Viewer:
 
     @property
     def can_see_private(self) -> bool:
-        """May see hidden reports (``public = false``) in the reports API: admin keys only.
+        """May see every hidden report (``public = false``): admin keys only.
 
-        The reports API has no per-OPD scope for hidden reports, so an OPD key is
-        treated like the public there; OPD-scoped points come from the tiles.
+        An OPD key sees the hidden reports of its own OPD (:attr:`private_opd`).
         """
         return self.is_admin
+
+    @property
+    def private_opd(self) -> str | None:
+        """The OPD whose hidden reports this caller sees as well (OPD keys), else None."""
+        return self.opd if self.role == "opd" else None
 
     def can_read_opd(self, opd: str | None) -> bool:
         """May this caller see individual reports of ``opd`` (None: of every OPD)?"""
         if self.is_admin:
             return True
         return self.role == "opd" and opd is not None and opd == self.opd
+
+    def can_see_report(self, opd: str, public: bool) -> bool:
+        """May this caller see a report of ``opd`` (hidden unless ``public``)?"""
+        return public or self.can_read_opd(opd)
+
+    def require_key(self) -> Viewer:
+        """This viewer when it holds a key; AuthenticationError (401) for the public."""
+        if self.is_public:
+            raise AuthenticationError("an OPD or admin API key is required (X-API-Key)")
+        return self
+
+    def check_acts_for(self, opd: str) -> None:
+        """Refuse a write for ``opd`` unless it is this OPD key's own (admin: any OPD).
+
+        Raises :class:`AuthenticationError` without a key and
+        :class:`PermissionDeniedError` for another OPD.
+        """
+        self.require_key()
+        if not self.can_read_opd(opd):
+            raise PermissionDeniedError(
+                f"this key is scoped to OPD {self.opd}; it cannot act for {opd}"
+            )
 
     def scope_opd(self, requested: str | None) -> str | None:
         """The OPD filter a non-public query must use: the key's own OPD for ``opd`` keys.
@@ -540,9 +574,7 @@ def viewer(request: Request) -> Viewer:
 
 def require_opd(who: Annotated[Viewer, Depends(viewer)]) -> Viewer:
     """Dependency: an OPD or admin key is needed (401 without one)."""
-    if who.is_public:
-        raise AuthenticationError("an OPD or admin API key is required (X-API-Key)")
-    return who
+    return who.require_key()
 
 
 def require_admin(who: Annotated[Viewer, Depends(viewer)]) -> Viewer:

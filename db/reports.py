@@ -63,7 +63,7 @@ from petalapor.catalog import (
     Catalog,
     get_catalog,
 )
-from petalapor.errors import ConflictError, DataError, NotFoundError
+from petalapor.errors import ConflictError, DataError, NotFoundError, PermissionDeniedError
 from petalapor.settings import PathSettings
 
 #: Western Indonesian Time (no daylight saving): how timestamps are shown.
@@ -482,17 +482,30 @@ def parse_report_id(value: str) -> uuid.UUID | None:
         return None
 
 
+#: Which reports a caller sees: public ones, all hidden ones when ``private``, and
+#: the hidden ones of ``private_opd`` (NULL matches nothing).
+_VISIBLE = "(r.public OR %(private)s OR coalesce(r.opd = %(private_opd)s, false))"
+
+
 def get_report(
-    conn: psycopg.Connection, report_id: str | uuid.UUID, *, include_private: bool = False
+    conn: psycopg.Connection,
+    report_id: str | uuid.UUID,
+    *,
+    include_private: bool = False,
+    private_opd: str | None = None,
 ) -> dict:
-    """One report as a dict; NotFoundError (also for hidden ones unless ``include_private``)."""
+    """One report as a dict; NotFoundError also for a hidden one the caller may not see.
+
+    Hidden reports (``public = false``) are found with ``include_private`` (all of
+    them) or when routed to ``private_opd`` (an OPD key's own).
+    """
     rid = parse_report_id(str(report_id))
     row = None
     if rid is not None:
         row = _dict(
             conn,
-            _SELECT + " WHERE r.id = %(id)s AND (r.public OR %(private)s)",
-            {"id": rid, "private": include_private},
+            _SELECT + f" WHERE r.id = %(id)s AND {_VISIBLE}",
+            {"id": rid, "private": include_private, "private_opd": private_opd},
         )
     if row is None:
         raise NotFoundError(f"no report {report_id}")
@@ -514,7 +527,8 @@ class ReportFilter:
     """Filters of :func:`list_reports`; None means no filter.
 
     ``created_from`` is inclusive, ``created_before`` exclusive.  ``ids`` that are
-    not UUIDs match nothing.
+    not UUIDs match nothing.  Hidden reports match with ``include_private`` (all)
+    or when routed to ``private_opd`` (an OPD key's own); public ones always do.
     """
 
     ids: Sequence[str] | None = None
@@ -527,11 +541,15 @@ class ReportFilter:
     created_from: datetime | None = None
     created_before: datetime | None = None
     include_private: bool = False
+    private_opd: str | None = None
 
     def where(self) -> tuple[str, dict[str, Any]]:
         """SQL condition (bound values only) and its parameters."""
-        conds = ["(r.public OR %(private)s)"]
-        params: dict[str, Any] = {"private": self.include_private}
+        conds = [_VISIBLE]
+        params: dict[str, Any] = {
+            "private": self.include_private,
+            "private_opd": self.private_opd,
+        }
         if self.ids is not None:
             conds.append("r.id = ANY(%(ids)s)")
             params["ids"] = [u for u in (parse_report_id(i) for i in self.ids) if u is not None]
@@ -710,6 +728,8 @@ def add_event(
     actor_opd: str | None = None,
     note: str | None = None,
     include_private: bool = True,
+    private_opd: str | None = None,
+    only_opd: str | None = None,
     catalog: Catalog | None = None,
 ) -> dict:
     """Move a report to ``to_status`` and append the event, in one transaction.
@@ -718,10 +738,16 @@ def add_event(
     sets ``resolved_at`` on entering selesai and clears it on re-opening, counts
     re-openings (leaving a closed status) in ``attrs.reopened``, sets ``updated_at``.
 
+    ``include_private`` and ``private_opd`` say which hidden reports exist for the
+    caller (as in :func:`get_report`); ``only_opd`` restricts the change to
+    reports routed to that OPD (an OPD key's own).
+
     Raises
     ------
     NotFoundError
-        No such report (or hidden and not ``include_private``).
+        No such report (or hidden and not visible to the caller).
+    PermissionDeniedError
+        The report is routed to another OPD than ``only_opd``.
     ConflictError
         The workflow does not allow the change, or ``at`` precedes the last event.
     DataError
@@ -736,7 +762,12 @@ def add_event(
     except ValueError as exc:
         raise DataError(str(exc)) from None
     with conn.transaction():
-        current = _locked(conn, report_id, include_private)
+        current = _locked(conn, report_id, include_private, private_opd)
+        if only_opd is not None and current["opd"] != only_opd:
+            raise PermissionDeniedError(
+                f"report {report_id} belongs to OPD {current['opd']}; "
+                f"a key of {only_opd} cannot change it"
+            )
         catalog.check_transition(current["status"], to_status)
         if current["last_at"] is not None and at < current["last_at"]:
             raise ConflictError(
@@ -758,19 +789,27 @@ def add_event(
         return get_report(conn, current["id"], include_private=True)
 
 
-def _locked(conn: psycopg.Connection, report_id: str | uuid.UUID, include_private: bool) -> dict:
+def _locked(
+    conn: psycopg.Connection,
+    report_id: str | uuid.UUID,
+    include_private: bool,
+    private_opd: str | None = None,
+) -> dict:
     """The report's workflow columns, row-locked, plus the time of its last event."""
     rid = parse_report_id(str(report_id))
     row = None
     if rid is not None:
         row = _dict(
             conn,
-            "SELECT id, status, created_at, first_coordinated_at, resolved_at, attrs, public, "
-            "(SELECT max(at) FROM report_events e WHERE e.report_id = r.id) AS last_at "
+            "SELECT id, opd, status, created_at, first_coordinated_at, resolved_at, attrs, "
+            "public, (SELECT max(at) FROM report_events e WHERE e.report_id = r.id) AS last_at "
             "FROM reports r WHERE id = %s FOR UPDATE",
             (rid,),
         )
-    if row is None or not (row["public"] or include_private):
+    visible = row is not None and (
+        row["public"] or include_private or (private_opd is not None and row["opd"] == private_opd)
+    )
+    if not visible:
         raise NotFoundError(f"no report {report_id}")
     return row
 

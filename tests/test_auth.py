@@ -32,7 +32,12 @@ from api.auth import (
 from api.errors import add_exception_handlers
 from api.routes.pages import route_paths
 from petalapor.cli import build_parser
-from petalapor.errors import AuthenticationError, DataError, InvalidParameterError
+from petalapor.errors import (
+    AuthenticationError,
+    DataError,
+    InvalidParameterError,
+    PermissionDeniedError,
+)
 
 
 @pytest.fixture(scope="module")
@@ -138,8 +143,6 @@ def test_key_validation(loaded_dsn):
 def test_viewer_scope():
     opd = Viewer("opd", "DSDA", "k")
     assert opd.scope_opd(None) == "DSDA" and opd.scope_opd("DSDA") == "DSDA"
-    from petalapor.errors import PermissionDeniedError
-
     with pytest.raises(PermissionDeniedError):
         opd.scope_opd("DBM")
     assert Viewer("admin", None, "a").scope_opd("DBM") == "DBM"
@@ -149,6 +152,25 @@ def test_viewer_scope():
     assert (
         opd.can_read_opd("DSDA") and not opd.can_read_opd("DBM") and not PUBLIC.can_read_opd("DSDA")
     )
+    # hidden reports: the admin sees all, an OPD key its own OPD's, the public none
+    assert (opd.private_opd, Viewer("admin").private_opd, PUBLIC.private_opd) == (
+        "DSDA",
+        None,
+        None,
+    )
+    assert opd.can_see_report("DSDA", False) and not opd.can_see_report("DBM", False)
+    assert opd.can_see_report("DBM", True) and Viewer("admin").can_see_report("DBM", False)
+    assert PUBLIC.can_see_report("DBM", True) and not PUBLIC.can_see_report("DSDA", False)
+    # writes: a key is needed; an OPD key acts for its own OPD only
+    assert opd.require_key() is opd
+    with pytest.raises(AuthenticationError):
+        PUBLIC.require_key()
+    with pytest.raises(AuthenticationError):
+        PUBLIC.check_acts_for("DSDA")
+    opd.check_acts_for("DSDA")
+    Viewer("admin", None, "a").check_acts_for("DBM")
+    with pytest.raises(PermissionDeniedError):
+        opd.check_acts_for("DBM")
 
 
 # --------------------------------------------------------------------------- HTTP: 401 / 403
@@ -404,6 +426,40 @@ def test_no_public_response_leaks_identity_or_hidden_reports(client, reports_dsn
 # --------------------------------------------------------------------------- OPD scope of points
 
 
+def test_opd_key_reads_its_own_hidden_reports(client, reports_dsn):
+    """The reports API and Open311 GET show an OPD key its own OPD's hidden reports."""
+    _, dsda = new_key(reports_dsn)
+    as_dsda = {"X-API-Key": dsda}
+    with psycopg.connect(reports_dsn) as conn:
+        rows = conn.execute(
+            "SELECT id::text, ST_X(geom), ST_Y(geom) FROM reports "
+            "WHERE source = %s AND NOT public AND opd = 'DSDA' ORDER BY external_id",
+            (SOURCE,),
+        ).fetchall()
+    assert rows, "the synthetic data has hidden DSDA reports"
+    own = [r[0] for r in rows]
+    client.cookies.clear()
+    for rid, lon, lat in rows[:3]:
+        assert client.get(f"/reports/{rid}").status_code == 404
+        detail = client.get(f"/reports/{rid}", headers=as_dsda).json()
+        assert (detail["id"], detail["public"], detail["opd"]) == (rid, False, "DSDA")
+        assert not any("reporter" in k for k in detail)
+        assert client.get(f"/open311/v2/requests/{rid}.json", headers=as_dsda).status_code == 200
+        near = {"bbox": f"{lon - 1e-4},{lat - 1e-4},{lon + 1e-4},{lat + 1e-4}", "limit": 1000}
+        assert rid in {
+            i["id"] for i in client.get("/reports", params=near, headers=as_dsda).json()["items"]
+        }
+        assert rid not in {i["id"] for i in client.get("/reports", params=near).json()["items"]}
+    by_id = client.get(
+        "/open311/v2/requests.json", params={"service_request_id": ",".join(own)}, headers=as_dsda
+    ).json()
+    assert {r["service_request_id"] for r in by_id} == set(own)
+    # without an OPD filter: every public report plus the key's own hidden ones, no others
+    everything = client.get("/reports", params={"limit": 1000}, headers=as_dsda).json()["items"]
+    assert {i["opd"] for i in everything if not i["public"]} <= {"DSDA"}
+    assert {i["opd"] for i in everything if i["public"]} - {"DSDA"}
+
+
 def _features(r) -> list[dict]:
     """Decoded features of an MVT response (all layers)."""
     import mapbox_vector_tile
@@ -436,6 +492,15 @@ def test_opd_key_cannot_read_another_opds_points(client, reports_dsn):
         assert items and all(i["public"] for i in items)
     # the OPD page refuses another OPD
     assert client.get("/opd", params={"opd": hidden[0][1]}, headers=as_dsda).status_code == 403
+    # Open311 GET: the same scope
+    other_ids = ",".join(h[0] for h in hidden)
+    found = client.get(
+        "/open311/v2/requests.json", params={"service_request_id": other_ids}, headers=as_dsda
+    ).json()
+    assert found == []
+    assert (
+        client.get(f"/open311/v2/requests/{hidden[0][0]}.json", headers=as_dsda).status_code == 404
+    )
     # the points tiles: an OPD key gets its own OPD's points only
     assert any(p.startswith("/tiles/{layer}") for p in route_paths(client.app)), (
         "tile routes are not mounted"

@@ -1,4 +1,8 @@
-"""Open311 GeoReport v2 (``/open311/v2``): shapes in JSON and XML, round trips, limits, errors."""
+"""Open311 GeoReport v2 (``/open311/v2``): shapes in JSON and XML, round trips, limits, errors.
+
+POSTs carry an admin key (:class:`Intake`); reads are public.  Keys and scopes of
+``POST requests``: ``test_write_auth.py``.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
+from api.auth import create_key
 from db.reports import count_rows
 from petalapor.catalog import get_catalog, sync_catalog
 
@@ -26,9 +31,35 @@ def db(loaded_dsn: str) -> str:
     return loaded_dsn
 
 
+class Intake:
+    """The session client as an intake app: POSTs carry an API key, GETs go as the public."""
+
+    def __init__(self, client, token: str) -> None:
+        self.client = client
+        self.token = token
+
+    def post(self, url: str, *, headers: dict | None = None, **kwargs):
+        """POST with the key as X-API-Key (``headers`` may add to or override it)."""
+        return self.client.post(url, headers={"X-API-Key": self.token, **(headers or {})}, **kwargs)
+
+    def get(self, url: str, **kwargs):
+        """GET without a key."""
+        return self.client.get(url, **kwargs)
+
+
 @pytest.fixture(scope="module")
-def api(client, db):
-    return client
+def admin_token(db: str) -> str:
+    """A fresh admin key (an intake app's)."""
+    with psycopg.connect(db) as conn:
+        _, token = create_key(conn, "admin", None, "intake (test_open311)")
+    return token
+
+
+@pytest.fixture(scope="module")
+def api(client, db, admin_token) -> Intake:
+    """The TestClient after the catalog is synced, posting with an admin key."""
+    client.cookies.clear()  # reads are public: no session left by another module
+    return Intake(client, admin_token)
 
 
 @contextmanager
@@ -130,13 +161,13 @@ def test_unknown_format_is_400(api):
 def test_form_post_then_get_round_trips(api, db):
     with psycopg.connect(db) as conn:
         before = count_rows(conn)
-    res = api.post(
+    res = api.client.post(  # the key as the spec's api_key field, no header
         f"{V2}/requests.json",
         data={
             "service_code": "banjir",
             **MONAS,
             "description": "Banjir 40 cm",
-            "api_key": "anything",
+            "api_key": api.token,
             "media_url": "https://example.org/banjir.jpg",
             "email": "Warga@Example.com",
             "first_name": "Ani",
@@ -172,6 +203,7 @@ def test_form_post_then_get_round_trips(api, db):
     assert abs(datetime.now(UTC) - requested) < timedelta(minutes=1)
     assert req["address_id"] == "3173080003002000" and "Gambir" in req["address"]
     assert "Ani" not in res.text and "example.com" not in res.text.lower()
+    assert api.token not in res.text
 
     root = xml(api.get(f"{V2}/requests/{sid}.xml"))
     assert root.tag == "service_requests"
@@ -322,6 +354,7 @@ def test_hidden_reports_are_not_served(api):
     res = api.post(
         "/reports", json={"category": "banjir", "lat": -6.1754, "lon": 106.8272, "public": False}
     )
+    assert res.status_code == 201
     rid = res.json()["id"]
     assert api.get(f"{V2}/requests/{rid}.json").status_code == 404
     assert api.get(f"{V2}/requests.json", params={"service_request_id": rid}).json() == []

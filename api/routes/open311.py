@@ -19,8 +19,16 @@ Mapping onto petalapor:
 - only ``lat``/``long`` locate a request: an ``address_string`` alone is refused
   (no geocoding).  ``email``, ``phone``, ``device_id`` or ``account_id`` become the
   reporter hash (first one given); names are not stored.
-- ``api_key`` and ``jurisdiction_id`` are accepted and not checked yet (API keys
-  come with the auth issue).
+- ``POST requests`` needs an API key (``petalapor keys create``): the spec's
+  ``api_key`` field (form, JSON or query string) or the ``X-API-Key`` /
+  ``Authorization: Bearer`` header; the field wins when both are given.  No key is
+  an Open311 401; an unknown or revoked key a 403 (the spec's "invalid api_key"),
+  as is an OPD key filing a service whose category is routed to another OPD.
+  Nothing is stored on refusal.  Keys in the query string end up in access logs:
+  prefer the header or the body.
+- ``GET requests``: public reports for everyone (rate-limited); hidden reports for
+  an admin key, or an OPD key's own OPD, sent as a header (as in ``/reports``).
+- ``jurisdiction_id`` is accepted and not checked (one jurisdiction).
 """
 
 import json
@@ -36,6 +44,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile
 
+from api.auth import resolve as resolve_key
 from api.routes.reports import Conn, Viewer, anonymous_viewer, parse_time
 from db.reports import (
     JAKARTA,
@@ -71,8 +80,14 @@ MAX_REQUESTS = 1000
 MAX_SPAN = timedelta(days=90)
 SOURCE = "open311"
 
+
+class MissingApiKeyError(AuthenticationError):
+    """No ``api_key`` (nor X-API-Key header) where one is required."""
+
+
 #: Domain error -> Open311 error code (HTTP status).  Subclasses first.
 ERROR_CODES: dict[type[Exception], int] = {
+    MissingApiKeyError: 401,
     NotFoundError: 404,
     InvalidParameterError: 400,
     DataError: 400,
@@ -162,9 +177,12 @@ def render(
 
 def error_response(fmt: str, code: int, description: str) -> Response:
     """The specification's error list, with ``code`` as the HTTP status too."""
-    return render(
+    response = render(
         fmt, [{"code": code, "description": description}], "errors", "error", status_code=code
     )
+    if code == 401:
+        response.headers["WWW-Authenticate"] = "ApiKey"
+    return response
 
 
 def _format_of(request: Request) -> str:
@@ -356,9 +374,14 @@ class Open311Factory:
     router: APIRouter = field(default_factory=lambda: APIRouter(route_class=Open311Route))
     prefix: str = "/open311/v2"
     viewer: Callable[..., Viewer] = anonymous_viewer
+    #: ``(request, api_key) -> Viewer`` for the ``api_key`` field (AuthenticationError if bad).
+    resolve: Callable[[Request, str], Viewer] = resolve_key
     salt: Callable[[], bytes] = reporter_salt
     contact: str = "Pemprov DKI Jakarta, https://jakarta.go.id"
-    key_service: str = "API keys are not required yet"
+    key_service: str = (
+        "POST requests need an API key (api_key or the X-API-Key header), issued by the "
+        "petalapor administrators; reading is open"
+    )
     jurisdiction: str = "jakarta.go.id"
     tags: list[str] = field(default_factory=lambda: ["open311"])
 
@@ -415,19 +438,26 @@ class Open311Factory:
                 fmt, {"service_code": service_code, "attributes": []}, "service_definition"
             )
 
-        @post("/requests.{fmt}", summary="Create a service request (form-encoded or JSON)")
+        @post(
+            "/requests.{fmt}",
+            summary="Create a service request (form-encoded or JSON; needs an api_key)",
+        )
         def create_request(
             fmt: str,
+            request: Request,
             conn: Conn,
+            header_viewer: Annotated[Viewer, Depends(self.viewer)],
             fields: Annotated[dict[str, Any], Depends(open311_body)],
             idempotency_key: Annotated[str | None, Header(max_length=MAX_EXTERNAL_ID)] = None,
         ) -> Response:
             fmt = check_format(fmt)
+            viewer = self._poster(request, header_viewer, fields.get("api_key"))
             try:
                 post = Open311Post.model_validate(fields)
             except ValidationError as exc:
                 raise InvalidParameterError(_validation_text(exc.errors())) from None
             report = parse_report(post.report_fields(idempotency_key))
+            viewer.check_acts_for(report.routed_opd())
             row, created = create_report(conn, report, salt=self.salt() if report.reporter else b"")
             body = [
                 {
@@ -465,7 +495,9 @@ class Open311Factory:
             if service_request_id:
                 ids = [i.strip() for i in service_request_id.split(",") if i.strip()]
                 filters = ReportFilter(
-                    ids=ids[:MAX_REQUESTS], include_private=viewer.can_see_private
+                    ids=ids[:MAX_REQUESTS],
+                    include_private=viewer.can_see_private,
+                    private_opd=viewer.private_opd,
                 )
             else:
                 filters = self._search(catalog, viewer, service_code, start_date, end_date, status)
@@ -482,10 +514,28 @@ class Open311Factory:
             jurisdiction_id: str | None = None,
         ) -> Response:
             fmt = check_format(fmt)
-            row = get_report(conn, service_request_id, include_private=viewer.can_see_private)
+            row = get_report(
+                conn,
+                service_request_id,
+                include_private=viewer.can_see_private,
+                private_opd=viewer.private_opd,
+            )
             return render(fmt, [service_request(row, get_catalog())], "service_requests", "request")
 
         _ = (discovery, services, service_definition, create_request, requests, request_one)
+
+    def _poster(self, request: Request, header_viewer: Viewer, api_key: Any) -> Viewer:
+        """The key holder behind a POST: the ``api_key`` field, else the header's viewer."""
+        if api_key is not None and not isinstance(api_key, str):
+            raise InvalidParameterError("api_key must be a string")
+        if api_key and api_key.strip():
+            return self.resolve(request, api_key.strip())
+        if header_viewer.is_public:
+            raise MissingApiKeyError(
+                "an api_key is required to create a service request "
+                "(api_key field or X-API-Key header)"
+            )
+        return header_viewer
 
     def _route(self, method: str) -> Callable:
         """Decorator adding one route under the prefix (raw responses, Open311 errors)."""
@@ -553,4 +603,5 @@ class Open311Factory:
             created_from=start,
             created_before=before,
             include_private=viewer.can_see_private,
+            private_opd=viewer.private_opd,
         )

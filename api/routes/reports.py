@@ -1,9 +1,24 @@
 """``/reports``: create, read and list reports, and move them through the workflow.
 
-Who may see hidden reports (``public = false``) is decided by the ``viewer``
-dependency: anything returning an object with ``can_see_private``.  The factory's
-default, :func:`anonymous_viewer`, hides them (left out of listings, 404 by id);
-the app passes ``api.auth.viewer``, under which admin keys see them.
+The caller comes from the factory's ``viewer`` dependency (an :class:`api.auth.Viewer`);
+the app passes ``api.auth.viewer``.  The default, :func:`anonymous_viewer`, is the
+public: it reads public reports and cannot write.
+
+Writes need a key (401 without one):
+
+- ``POST /reports``: any key.  An intake app (JAKI, Qlue, the web form's backend)
+  gets an admin key, or an OPD key when it only files for that OPD: an OPD key may
+  only file reports routed to its own OPD (the category's default OPD, or an explicit
+  ``opd`` equal to its own), else 403.
+- ``POST /reports/{id}/events``: an admin key for any report; an OPD key for its own
+  OPD's reports only (403 for another OPD's).  ``actor_opd`` defaults to an OPD
+  key's OPD and must equal it (403 otherwise); for admin keys it is taken as given.
+
+Reads are public (rate-limited by :class:`api.auth.RateLimitMiddleware`) for public
+reports.  Hidden reports (``public = false``): an admin key sees all of them; an OPD
+key sees its own OPD's (``GET /reports`` lists every public report plus those,
+``?opd=`` still filters), another OPD's hidden report does not exist for it (404,
+not listed); the public sees none.  Refusals happen before anything is stored.
 Reporter identity is never part of any response model here.
 """
 
@@ -18,6 +33,7 @@ import psycopg
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from api.auth import PUBLIC, Viewer
 from api.deps import get_conn, parse_bbox
 from db.reports import (
     JAKARTA,
@@ -43,17 +59,22 @@ MAX_LIMIT = 1000
 # --------------------------------------------------------------------------- who asks
 
 
-@dataclass(frozen=True)
-class Viewer:
-    """The caller as far as report visibility goes."""
-
-    role: str = "public"
-    can_see_private: bool = False
-
-
 def anonymous_viewer() -> Viewer:
-    """Everyone, until API keys exist: hidden reports stay hidden."""
-    return Viewer()
+    """The public, whatever the request carries: reads public reports, cannot write."""
+    return PUBLIC
+
+
+def key_holder(viewer: Callable[..., Viewer]) -> Callable[..., Viewer]:
+    """A dependency giving ``viewer``'s caller, or 401 without a key.
+
+    As a dependency it runs before the body is validated, so a caller without a key
+    learns nothing from validation errors.
+    """
+
+    def holder(who: Annotated[Viewer, Depends(viewer)]) -> Viewer:
+        return who.require_key()
+
+    return holder
 
 
 # --------------------------------------------------------------------------- models
@@ -276,6 +297,7 @@ class ReportQueryParams:
             created_from=self.created_from,
             created_before=self.created_before,
             include_private=viewer.can_see_private,
+            private_opd=viewer.private_opd,
         )
 
 
@@ -297,7 +319,7 @@ class ReportFactory:
     """Registers ``/reports`` (POST, GET), ``/reports/{id}`` and ``/reports/{id}/events``."""
 
     router: APIRouter = field(default_factory=APIRouter)
-    #: Who is asking (swap for the API-key dependency).
+    #: Who is asking (the app passes ``api.auth.viewer``); writes need a key.
     viewer: Callable[..., Viewer] = anonymous_viewer
     #: Salt for reporter hashes.
     salt: Callable[[], bytes] = reporter_salt
@@ -309,17 +331,20 @@ class ReportFactory:
 
     def register_routes(self) -> None:
         """Add the four report endpoints."""
+        writer = key_holder(self.viewer)
 
         @self.router.post(
             self.prefix,
             tags=self.tags,
-            summary="Submit a report (idempotent on source + external_id)",
+            summary="Submit a report (needs an API key; idempotent on source + external_id)",
             status_code=status.HTTP_201_CREATED,
             response_model=ReportDetail,
             responses={
                 200: {
                     "description": "Already stored (same source and external_id): the stored report"
                 },
+                401: {"description": "No API key, or an unknown or revoked one"},
+                403: {"description": "An OPD key filing a report routed to another OPD"},
                 413: {"description": "Body too large"},
                 422: {"description": "Invalid report or outside the service area"},
             },
@@ -328,9 +353,10 @@ class ReportFactory:
             report: ReportIn,
             request: Request,
             response: Response,
-            viewer: Annotated[Viewer, Depends(self.viewer)],
+            viewer: Annotated[Viewer, Depends(writer)],
             conn: Conn,
         ) -> ReportDetail:
+            viewer.check_acts_for(report.routed_opd())
             row, created = create_report(conn, report, salt=self.salt() if report.reporter else b"")
             response.headers["Location"] = str(
                 request.url_for("get_report", report_id=str(row["id"]))
@@ -338,8 +364,8 @@ class ReportFactory:
             if created:
                 return report_detail(conn, row)
             response.status_code = status.HTTP_200_OK
-            if not row["public"] and not viewer.can_see_private:
-                # a re-send of a hidden report: confirm it, but do not echo its text
+            if not viewer.can_see_report(row["opd"], row["public"]):
+                # a re-send of a hidden report the key may not read: confirm it, no text
                 return report_detail(conn, row, title=None, description=None, media_url=None)
             return report_detail(conn, row)
 
@@ -378,33 +404,44 @@ class ReportFactory:
             viewer: Annotated[Viewer, Depends(self.viewer)],
             conn: Conn,
         ) -> ReportDetail:
-            row = get_report(conn, report_id, include_private=viewer.can_see_private)
+            row = get_report(
+                conn,
+                report_id,
+                include_private=viewer.can_see_private,
+                private_opd=viewer.private_opd,
+            )
             return report_detail(conn, row)
 
         @self.router.post(
             self.prefix + "/{report_id}/events",
             tags=self.tags,
-            summary="Change a report's status (appends an event)",
+            summary="Change a report's status (appends an event; needs an OPD or admin key)",
             status_code=status.HTTP_201_CREATED,
             response_model=ReportDetail,
             responses={
-                404: {"description": "No such report (or hidden)"},
+                401: {"description": "No API key, or an unknown or revoked one"},
+                403: {"description": "An OPD key on another OPD's report, or as another OPD"},
+                404: {"description": "No such report (or hidden from this key)"},
                 409: {"description": "The workflow does not allow this change"},
             },
         )
         def event(
             report_id: ReportId,
             body: EventIn,
-            viewer: Annotated[Viewer, Depends(self.viewer)],
+            viewer: Annotated[Viewer, Depends(writer)],
             conn: Conn,
         ) -> ReportDetail:
+            # an OPD key acts as its own OPD; an admin key names the actor (or not)
+            actor = viewer.scope_opd(body.actor_opd) if viewer.role == "opd" else body.actor_opd
             row = add_event(
                 conn,
                 report_id,
                 body.status,
                 at=body.at,
-                actor_opd=body.actor_opd,
+                actor_opd=actor,
                 note=body.note,
                 include_private=viewer.can_see_private,
+                private_opd=viewer.private_opd,
+                only_opd=None if viewer.is_admin else viewer.opd,
             )
             return report_detail(conn, row)
