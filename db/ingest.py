@@ -1,0 +1,2147 @@
+"""Bulk import of citizen reports: read, map, validate, place, COPY, upsert.
+
+One import is one script over small steps::
+
+    >>> mapping = load_mapping("data/mappings/petabencana.toml")          # doctest: +SKIP
+    >>> summary = import_file(dsn, "reports.geojson", mapping)            # doctest: +SKIP
+    >>> print(summary.render())                                           # doctest: +SKIP
+
+1. **Read** CSV (pyarrow, every column as text), GeoJSON (Point features; nested
+   properties flattened to dotted names such as ``report_data.flood_depth``),
+   GeoParquet or Parquet.  Geometry coordinates appear as the columns ``@lon`` and
+   ``@lat``.
+2. **Map** source columns onto roles (:data:`ROLES`) with a :class:`Mapping`: a TOML
+   file and/or CLI options.  A role without a column takes the mapping's default.
+   Naive timestamps are local time in the mapping's zone (Asia/Jakarta).
+3. **Validate**, vectorised, in batches (:func:`prepare_batches`) that stream into
+   the next steps.  Each bad row goes to ``report_quarantine`` with the
+   file, its 1-based data row number, the first bad field, the reason and the raw
+   row as JSON.  Rows are never lost: ``read = stored + updated + quarantined`` is
+   checked before commit.  Rules match the single-report API (``db.reports``):
+   coordinates, service area, text limits and control characters, http(s) media
+   URLs, known category/status/OPD, timestamps (not in the future, not before 2000,
+   later stages not before creation), then duplicate ``(source, external_id)``
+   within the file, across batches (the first valid row wins).
+4. **Place** valid rows with :class:`gis.snap.SnapIndex` (RW, then the same rule on
+   kelurahan polygons for rows with no RW) and :func:`gis.hexes.points_to_cells`
+   (H3 r7-r11).
+5. **Write**: binary COPY of each chunk into a temporary staging table, then one
+   ``INSERT ... SELECT ... ON CONFLICT (source, external_id) DO UPDATE`` per chunk
+   (``xmax = 0`` tells inserted from updated rows) with the events in the same
+   statement.  A writer thread does the database work while the main thread
+   prepares the next chunk.
+
+Service area
+    Points inside the boundaries' extent grown by 0.1° (Jakarta and Kepulauan
+    Seribu; :func:`db.reports.service_area`) are stored: in no polygon and beyond
+    the snapping tolerance they are kept with ``snap_method = 'outside'`` and no
+    codes.  Points beyond the box are quarantined (field ``lon,lat``).
+
+Events
+    A new report gets one creation event: ``NULL -> status`` at ``created_at``, note
+    ``import`` (the history before the import is unknown; the report enters
+    petalapor in the status it has).  A re-import that changes a stored report's
+    status appends ``old -> new`` at the import time.  Callers with full histories
+    (the demo data) pass them instead.
+
+Transactions
+    One import is one transaction: the staging, every chunk's upsert, the events,
+    the quarantine rows and the ``report_imports`` record commit together or not at
+    all.  A failure (bad mapping, constraint violation, lost connection) leaves the
+    database as it was; re-running an import is safe since it upserts.
+
+Bulk mode
+    For large loads relative to the table (at least :data:`BULK_MIN_ROWS` rows and
+    :data:`BULK_MIN_SHARE` of the stored reports; or ``bulk=True``) the import locks
+    ``reports`` and ``report_events``, drops their secondary indexes and foreign
+    keys, loads, and re-creates them from their catalog definitions before commit:
+    a sorted index build and one anti-join per key are far cheaper than row-by-row
+    maintenance (PostgreSQL manual, "Populating a Database").  Nothing is skipped:
+    every index and constraint is back, and checked, when the transaction commits.
+    Readers of ``reports`` wait while a bulk import runs.
+
+Cost (``bench/ingest.py``, 1M rows, 2 cores): the database side dominates.  Of it,
+re-creating the 12 report indexes, the event index and the 7 foreign keys takes
+about 40 %, the upsert with its events about 40 %, the staging COPY the rest;
+the Python side (validate, snap, H3, encode) overlaps the upserts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import queue
+import secrets
+import sys
+import threading
+import time
+import tomllib
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
+import shapely
+from psycopg import sql
+
+from db.reports import (
+    CLOCK_SKEW,
+    EARLIEST,
+    MAX_DESCRIPTION,
+    MAX_EXTERNAL_ID,
+    MAX_TITLE,
+    MAX_URL,
+    SERVICE_AREA_MARGIN_DEG,
+)
+from gis.hexes import RESOLUTIONS, points_to_cells
+from gis.snap import DEFAULT_TOLERANCE_M, SnapIndex, SnapResult
+from petalapor.catalog import INITIAL_STATUS, Catalog, get_catalog
+from petalapor.errors import ConfigError, DataError
+
+#: Roles a source column can play, and what they hold.
+ROLES: dict[str, str] = {
+    "external_id": "the source system's id (idempotency key within source)",
+    "source": "channel: jaki, qlue, sms, web, ...",
+    "category": "category code from data/categories.toml",
+    "status": "workflow status (default menunggu)",
+    "opd": "responsible OPD (default: the category's)",
+    "title": "short title",
+    "description": "free text",
+    "media_url": "photo URL, http(s)",
+    "created_at": "when reported",
+    "updated_at": "last change (default: the latest of the other timestamps)",
+    "first_coordinated_at": "first coordination",
+    "resolved_at": "completion",
+    "lon": "longitude, WGS 84 (default: the point geometry)",
+    "lat": "latitude, WGS 84 (default: the point geometry)",
+    "public": "false hides the report (default true)",
+    "attrs": "a JSON object merged into attrs",
+}
+TEXT_ROLES = (
+    "external_id",
+    "source",
+    "category",
+    "status",
+    "opd",
+    "title",
+    "description",
+    "media_url",
+)
+TIME_ROLES = ("created_at", "updated_at", "first_coordinated_at", "resolved_at")
+#: Mapping file folder shipped with petalapor.
+MAPPINGS_DIR = Path(__file__).resolve().parents[1] / "data" / "mappings"
+#: Bulk mode (indexes and foreign keys rebuilt) from this many rows ...
+BULK_MIN_ROWS = 50_000
+#: ... when they are at least this share of the reports already stored.
+BULK_MIN_SHARE = 0.25
+#: Rows per COPY + upsert chunk.
+CHUNK_ROWS = 100_000
+_SOURCE_RE = r"^[a-z][a-z0-9_-]{0,31}$"
+_URL_RE = r"^[hH][tT][tT][pP][sS]?://[^\s/?#]+[^\s]*$"
+_CONTROL_RE = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
+_NUMBER_RE = r"^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?$"
+_OFFSET_RE = r"(?:[zZ]|[+-]\d{2}(?::?\d{2})?)$"
+_FREE_TEXT = ("external_id", "title", "description", "media_url")
+_LIMITS = {
+    "title": MAX_TITLE,
+    "description": MAX_DESCRIPTION,
+    "media_url": MAX_URL,
+    "external_id": MAX_EXTERNAL_ID,
+}
+_TRUE = {"true", "t", "1", "yes", "y", "ya"}
+_FALSE = {"false", "f", "0", "no", "n", "tidak"}
+_PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in Unix microseconds
+_NULL_FIELD = b"\xff\xff\xff\xff"
+_NO_SEP = pa.scalar(b"", pa.large_binary())
+
+
+# --------------------------------------------------------------------------- mapping
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """How a file's columns become report fields.
+
+    Attributes
+    ----------
+    columns
+        Role -> candidate source columns; the first present in the file is used.
+        A role with no entry uses the column of its own name when the file has
+        one (``lon``/``lat`` also ``longitude``/``latitude``/``@lon``/``@lat``).
+    defaults
+        Role -> constant, used where the role has no column or the cell is empty.
+    attrs
+        Key in ``reports.attrs`` -> source column (e.g. ``report_data.flood_depth``).
+    id_hash
+        Columns hashed into ``external_id`` when no id column exists (stable for
+        the same values, so re-imports update instead of duplicating).
+    id_prefix
+        Prefix of hashed ids.
+    timezone
+        Zone of naive timestamps.
+    time_format
+        strftime format of the timestamps, when they are not ISO 8601.
+    delimiter
+        CSV field separator.
+    name
+        Label (the mapping file's stem).
+    """
+
+    columns: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    defaults: dict[str, Any] = field(default_factory=dict)
+    attrs: dict[str, str] = field(default_factory=dict)
+    id_hash: tuple[str, ...] = ()
+    id_prefix: str = ""
+    timezone: str = "Asia/Jakarta"
+    time_format: str | None = None
+    delimiter: str = ","
+    name: str = "default"
+
+    def with_options(
+        self,
+        *,
+        columns: dict[str, str] | None = None,
+        defaults: dict[str, Any] | None = None,
+        timezone: str | None = None,
+    ) -> Mapping:
+        """A copy with CLI options applied (they win over the file)."""
+        cols = dict(self.columns)
+        for role, col in (columns or {}).items():
+            cols[role] = (col,)
+        merged = {**self.defaults, **{k: v for k, v in (defaults or {}).items() if v is not None}}
+        out = replace(self, columns=cols, defaults=merged, timezone=timezone or self.timezone)
+        _check_mapping(out, "options")
+        return out
+
+
+def load_mapping(path: str | Path) -> Mapping:
+    """Read a mapping TOML file (see ``data/mappings/petabencana.toml``).
+
+    A bare name (``petabencana``) is looked up in ``data/mappings/``.
+
+    Raises
+    ------
+    ConfigError
+        Unreadable file, unknown role or section, or a bad value.
+    """
+    path = Path(path)
+    if not path.exists() and (MAPPINGS_DIR / f"{path.name}.toml").exists():
+        path = MAPPINGS_DIR / f"{path.name}.toml"
+    try:
+        spec = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read mapping: {exc}") from exc
+    known = {
+        "name",
+        "timezone",
+        "time_format",
+        "delimiter",
+        "columns",
+        "defaults",
+        "attrs",
+        "external_id",
+    }
+    unknown = sorted(set(spec) - known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {unknown}; known: {sorted(known)}")
+    columns = {}
+    for role, value in spec.get("columns", {}).items():
+        columns[role] = (value,) if isinstance(value, str) else tuple(value)
+    hashed = spec.get("external_id", {})
+    mapping = Mapping(
+        columns=columns,
+        defaults=dict(spec.get("defaults", {})),
+        attrs=dict(spec.get("attrs", {})),
+        id_hash=tuple(hashed.get("hash", ())),
+        id_prefix=str(hashed.get("prefix", "")),
+        timezone=str(spec.get("timezone", "Asia/Jakarta")),
+        time_format=spec.get("time_format"),
+        delimiter=str(spec.get("delimiter", ",")),
+        name=str(spec.get("name", path.stem)),
+    )
+    _check_mapping(mapping, str(path))
+    return mapping
+
+
+def _check_mapping(mapping: Mapping, where: str) -> None:
+    """Roles known, candidate lists non-empty, zone valid."""
+    for section in (mapping.columns, mapping.defaults):
+        bad = sorted(set(section) - set(ROLES))
+        if bad:
+            raise ConfigError(f"{where}: unknown role(s) {bad}; roles are {sorted(ROLES)}")
+    for role, cols in mapping.columns.items():
+        if not cols or not all(isinstance(c, str) and c for c in cols):
+            raise ConfigError(f"{where}: role {role!r} needs a column name or a list of them")
+    try:
+        pd.Timestamp("2020-01-01").tz_localize(mapping.timezone)
+    except Exception as exc:  # noqa: BLE001 - pytz/zoneinfo raise various classes
+        raise ConfigError(f"{where}: unknown timezone {mapping.timezone!r}") from exc
+
+
+# --------------------------------------------------------------------------- reading
+
+
+@dataclass
+class RawTable:
+    """A file's rows as read: flattened columns plus a way back to each raw row."""
+
+    frame: pd.DataFrame
+    path: str
+    geometry_error: np.ndarray | None = None
+    raw_rows: Callable[[np.ndarray], list[dict]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def raw(self, positions: np.ndarray) -> list[dict]:
+        """The raw rows at these positions, JSON-ready."""
+        if self.raw_rows is not None:
+            return self.raw_rows(positions)
+        rows = self.frame.iloc[positions].astype(object)
+        return rows.where(rows.notna(), None).to_dict("records")
+
+
+def read_table(path: str | Path, mapping: Mapping | None = None) -> RawTable:
+    """Read a CSV, GeoJSON, GeoParquet or Parquet file of reports.
+
+    Raises
+    ------
+    DataError
+        Missing, unreadable or malformed file (the file is named).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".txt", ".tsv"):
+        return _read_csv(path, (mapping or Mapping()).delimiter if suffix != ".tsv" else "\t")
+    if suffix in (".geojson", ".json"):
+        return _read_geojson(path)
+    if suffix in (".parquet", ".geoparquet", ".pq"):
+        return _read_parquet(path)
+    raise DataError(f"{path}: unknown format {suffix!r}; use .csv, .geojson or .parquet")
+
+
+def _read_csv(path: Path, delimiter: str) -> RawTable:
+    """CSV with every column as text (ids keep leading zeros, bad numbers stay visible)."""
+    import csv
+
+    import pyarrow.csv as pacsv
+
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        header = next(csv.reader(fh, delimiter=delimiter), None)
+    if not header:
+        raise DataError(f"{path}: empty file (no header row)")
+    dupes = sorted({c for c in header if header.count(c) > 1})
+    if dupes:
+        raise DataError(f"{path}: duplicate column name(s) {dupes}")
+    try:
+        table = pacsv.read_csv(
+            path,
+            parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+            convert_options=pacsv.ConvertOptions(
+                column_types={c: pa.string() for c in header},
+                null_values=[""],
+                strings_can_be_null=True,
+            ),
+        )
+    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read as CSV: {exc}") from exc
+    frame = table.to_pandas()
+    return RawTable(
+        frame=frame, path=str(path), raw_rows=lambda pos: table.take(pa.array(pos)).to_pylist()
+    )
+
+
+def _read_geojson(path: Path) -> RawTable:
+    """GeoJSON Features; properties flattened with dots; Point coordinates as @lon/@lat."""
+    try:
+        doc = json.loads(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not valid JSON: {exc}") from exc
+    if isinstance(doc, dict) and doc.get("type") == "FeatureCollection":
+        features = doc.get("features") or []
+    elif isinstance(doc, dict) and doc.get("type") == "Feature":
+        features = [doc]
+    else:
+        raise DataError(f"{path}: expected a GeoJSON FeatureCollection")
+    props = [f.get("properties") or {} if isinstance(f, dict) else {} for f in features]
+    frame = pd.json_normalize(props, sep=".") if props else pd.DataFrame(index=range(0))
+    lon = np.full(len(features), np.nan)
+    lat = np.full(len(features), np.nan)
+    error = np.full(len(features), None, dtype=object)
+    for i, feat in enumerate(features):
+        geom = feat.get("geometry") if isinstance(feat, dict) else None
+        if not geom:
+            error[i] = "no geometry"
+        elif geom.get("type") != "Point":
+            error[i] = f"geometry is a {geom.get('type')}, not a Point"
+        else:
+            xy = geom.get("coordinates") or []
+            try:
+                lon[i], lat[i] = float(xy[0]), float(xy[1])
+            except (TypeError, ValueError, IndexError):
+                error[i] = f"bad Point coordinates {xy!r}"
+    frame["@lon"], frame["@lat"] = lon, lat
+    return RawTable(
+        frame=frame,
+        path=str(path),
+        geometry_error=error,
+        raw_rows=lambda pos: [features[int(i)] for i in pos],
+    )
+
+
+def _read_parquet(path: Path) -> RawTable:
+    """GeoParquet (point geometry as @lon/@lat, reprojected to 4326) or plain Parquet."""
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.read_schema(path).metadata or {}
+        if b"geo" in meta:
+            gdf = gpd.read_parquet(path)
+        else:
+            return RawTable(frame=pd.read_parquet(path).reset_index(drop=True), path=str(path))
+    except (OSError, pa.ArrowInvalid, ValueError) as exc:
+        raise DataError(f"{path}: cannot read as Parquet: {exc}") from exc
+    return _geo_raw(gdf, str(path))
+
+
+def _geo_raw(gdf: gpd.GeoDataFrame, path: str) -> RawTable:
+    """Attributes plus @lon/@lat of a point GeoDataFrame; other geometries flagged."""
+    if gdf.crs is not None and not gdf.crs.equals("EPSG:4326"):
+        gdf = gdf.to_crs("EPSG:4326")
+    gdf = gdf.reset_index(drop=True)
+    geoms = np.asarray(gdf.geometry.values, dtype=object)
+    type_id = shapely.get_type_id(geoms)
+    error = np.full(len(gdf), None, dtype=object)
+    error[type_id == -1] = "no geometry"
+    bad_type = (type_id != 0) & (type_id != -1)
+    error[bad_type] = "geometry is not a Point"
+    error[(type_id == 0) & shapely.is_empty(geoms)] = "empty Point"
+    frame = pd.DataFrame(gdf.drop(columns=gdf.geometry.name))
+    point = type_id == 0
+    frame["@lon"] = np.where(point, shapely.get_x(geoms), np.nan)
+    frame["@lat"] = np.where(point, shapely.get_y(geoms), np.nan)
+
+    def raw_rows(pos: np.ndarray) -> list[dict]:
+        rows = frame.drop(columns=["@lon", "@lat"]).iloc[pos].astype(object)
+        out = rows.where(rows.notna(), None).to_dict("records")
+        for row, g in zip(out, shapely.to_wkt(geoms[pos]), strict=True):
+            row["geometry"] = g
+        return out
+
+    return RawTable(frame=frame, path=path, geometry_error=error, raw_rows=raw_rows)
+
+
+def frame_table(frame: pd.DataFrame, label: str) -> RawTable:
+    """Wrap an in-memory (Geo)DataFrame, e.g. the demo generator's output."""
+    if isinstance(frame, gpd.GeoDataFrame) and not {"lon", "lat"} <= set(frame.columns):
+        return _geo_raw(frame, label)
+    plain = pd.DataFrame(
+        frame.drop(columns=frame.geometry.name) if isinstance(frame, gpd.GeoDataFrame) else frame
+    )
+    return RawTable(frame=plain.reset_index(drop=True), path=label)
+
+
+# --------------------------------------------------------------------------- mapping rows
+
+
+@dataclass
+class Prepared:
+    """One batch of rows, validated: role columns, the valid rows and the quarantine."""
+
+    frame: pd.DataFrame
+    """Role columns of every row of the batch (0-based within the batch)."""
+    valid: np.ndarray
+    """Positions (within the batch) of the valid rows, ascending."""
+    quarantine: pd.DataFrame
+    """``position`` (0-based in the file), ``row_number`` (1-based), ``field``, ``reason``."""
+    read: int
+    """Rows in the batch."""
+    offset: int = 0
+    """Position of the batch's first row in the file."""
+
+    @property
+    def rows(self) -> pd.DataFrame:
+        """The valid rows' role columns, indexed by their position in the file."""
+        rows = self.frame.take(self.valid)
+        rows.index = self.valid + self.offset
+        return rows
+
+
+@dataclass
+class _Checks:
+    """First failing check per row."""
+
+    n: int
+    fields: np.ndarray = field(init=False)
+    reasons: np.ndarray = field(init=False)
+    failed: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.fields = np.full(self.n, None, dtype=object)
+        self.reasons = np.full(self.n, None, dtype=object)
+        self.failed = np.zeros(self.n, dtype=bool)
+
+    @property
+    def ok(self) -> np.ndarray:
+        """True where no check failed yet."""
+        return ~self.failed
+
+    def fail(
+        self,
+        mask: np.ndarray,
+        field_name: str,
+        reason: str | np.ndarray | Callable[[np.ndarray], Any],
+    ) -> None:
+        """Record ``reason`` for rows in ``mask`` that have no failure yet.
+
+        ``reason`` may be a function of the failing positions (only called when some fail).
+        """
+        mask = np.asarray(mask, dtype=bool) & ~self.failed
+        if not mask.any():
+            return
+        pos = np.flatnonzero(mask)
+        self.failed[pos] = True
+        self.fields[pos] = field_name
+        if callable(reason):
+            self.reasons[pos] = reason(pos)
+        elif isinstance(reason, np.ndarray):
+            self.reasons[pos] = reason[pos]
+        else:
+            self.reasons[pos] = reason
+
+
+def prepare(
+    table: RawTable,
+    mapping: Mapping,
+    *,
+    catalog: Catalog | None = None,
+    service_area: tuple[float, float, float, float] | None = None,
+    now: pd.Timestamp | None = None,
+) -> Prepared:
+    """Map the table's columns onto roles and validate every row (vectorised).
+
+    Parameters
+    ----------
+    table
+        As from :func:`read_table`.
+    mapping
+        Column mapping and defaults.
+    catalog
+        Categories, statuses and OPDs (default: the shipped catalog).
+    service_area
+        ``(minx, miny, maxx, maxy)``; points outside are quarantined.  None: no check.
+    now
+        Clock for the "in the future" check.
+
+    Returns
+    -------
+    Prepared
+
+    Raises
+    ------
+    ConfigError
+        The mapping names columns the file lacks, or a required role has neither a
+        column nor a default.
+
+    See Also
+    --------
+    prepare_batches : the same, batch by batch (what the importer streams).
+    """
+    size = max(len(table), 1)
+    return next(
+        iter(
+            prepare_batches(
+                table, mapping, size, catalog=catalog, service_area=service_area, now=now
+            )
+        )
+    )
+
+
+def prepare_batches(
+    table: RawTable,
+    mapping: Mapping,
+    batch_rows: int,
+    *,
+    catalog: Catalog | None = None,
+    service_area: tuple[float, float, float, float] | None = None,
+    now: pd.Timestamp | None = None,
+) -> Iterator[Prepared]:
+    """:func:`prepare` over consecutive batches of rows (at least one batch).
+
+    Duplicates are found across batches: a key seen in a valid row of an earlier
+    batch quarantines later rows.  Mapping errors raise here, before any batch.
+    """
+    cols = _resolve_columns(table.frame, mapping, table.path)
+    return _batches(
+        table,
+        mapping,
+        cols,
+        batch_rows,
+        catalog or get_catalog(),
+        service_area,
+        now or pd.Timestamp.now(tz="UTC"),
+    )
+
+
+def _batches(
+    table: RawTable,
+    mapping: Mapping,
+    cols: dict[str, str | None],
+    batch_rows: int,
+    catalog: Catalog,
+    service_area: tuple[float, float, float, float] | None,
+    now: pd.Timestamp,
+) -> Iterator[Prepared]:
+    # The key roles for the whole file first: only keys that occur more than once
+    # need the (slower) duplicate bookkeeping across batches.
+    keys = {
+        role: _text_values(table.frame, cols, mapping, role) for role in ("source", "external_id")
+    }
+    repeated = (keys["source"] + "\x1f" + keys["external_id"]).duplicated(keep=False).to_numpy()
+    seen = _SeenKeys()
+    n = len(table)
+    for lo in range(0, max(n, 1), batch_rows):
+        hi = min(n, lo + batch_rows)
+        frame = table.frame.iloc[lo:hi]
+        geometry_error = None if table.geometry_error is None else table.geometry_error[lo:hi]
+        checks = _Checks(hi - lo)
+        given = {role: text.iloc[lo:hi].reset_index(drop=True) for role, text in keys.items()}
+        out = _validate(
+            frame, geometry_error, cols, mapping, catalog, service_area, now, checks, given
+        )
+        _check_duplicates(out, checks, seen, lo, repeated[lo:hi])
+        yield _assemble_prepared(out, checks, lo)
+
+
+def _validate(
+    frame: pd.DataFrame,
+    geometry_error: np.ndarray | None,
+    cols: dict[str, str | None],
+    mapping: Mapping,
+    catalog: Catalog,
+    service_area: tuple[float, float, float, float] | None,
+    now: pd.Timestamp,
+    checks: _Checks,
+    given: dict[str, pd.Series] | None = None,
+) -> dict[str, Any]:
+    """Every role of these rows, checked; failures recorded in ``checks``.
+
+    ``given`` holds text roles already computed for these rows (the key roles).
+    """
+    if geometry_error is not None and "lon" not in mapping.columns:
+        checks.fail(pd.notna(geometry_error), "geometry", geometry_error)
+    out: dict[str, Any] = {}
+    out["lon"] = _coordinate(frame, cols, "lon", 180.0, checks)
+    out["lat"] = _coordinate(frame, cols, "lat", 90.0, checks)
+    if service_area is not None:
+        minx, miny, maxx, maxy = service_area
+        lon, lat = out["lon"], out["lat"]
+        with np.errstate(invalid="ignore"):
+            outside = (lon < minx) | (lon > maxx) | (lat < miny) | (lat > maxy)
+        checks.fail(
+            outside,
+            "lon,lat",
+            f"outside the service area (lon {minx:.3f}..{maxx:.3f}, lat {miny:.3f}..{maxy:.3f}: "
+            "Jakarta and Kepulauan Seribu)",
+        )
+    for role in TEXT_ROLES:
+        text = (given or {}).get(role)
+        if text is None:
+            text = _text_values(frame, cols, mapping, role)
+        out[role] = _check_text(text, role, checks)
+    _check_codes(out, catalog, checks)
+    for role in TIME_ROLES:
+        out[role] = _time_role(frame, cols, mapping, role, checks, now)
+    _check_time_order(out, checks)
+    out["public"] = _bool_role(frame, cols, mapping, "public", checks)
+    out["attrs"] = _attrs(frame, cols, mapping, checks)
+    return out
+
+
+def _resolve_columns(frame: pd.DataFrame, mapping: Mapping, path: str) -> dict[str, str | None]:
+    """Role -> the source column used (None: default/absent); checks required roles."""
+    have = set(frame.columns)
+    aliases = {"lon": ("lon", "lng", "longitude", "@lon"), "lat": ("lat", "latitude", "@lat")}
+    cols: dict[str, str | None] = {}
+    for role in ROLES:
+        if role in mapping.columns:
+            found = [c for c in mapping.columns[role] if c in have]
+            if (
+                not found
+                and role not in mapping.defaults
+                and not (role == "external_id" and mapping.id_hash)
+            ):
+                raise ConfigError(
+                    f"{path}: mapping column(s) {list(mapping.columns[role])} for {role!r} "
+                    "not in the file; "
+                    f"the file has {sorted(c for c in have if not c.startswith('@'))}"
+                )
+            cols[role] = found[0] if found else None
+        else:
+            cols[role] = next((c for c in aliases.get(role, (role,)) if c in have), None)
+    missing = [c for c in mapping.id_hash if c not in have]
+    if mapping.id_hash and cols["external_id"] is None and missing:
+        raise ConfigError(f"{path}: external_id hash column(s) {missing} not in the file")
+    for col in mapping.attrs.values():
+        if col not in have and not any(c.startswith(col + ".") for c in have):
+            # Nested GeoJSON keys that never occur are simply absent: warn by error only
+            # when the top-level object is missing too.
+            if col.split(".")[0] not in have:
+                raise ConfigError(f"{path}: attrs column {col!r} not in the file")
+    needs = {
+        "external_id": cols["external_id"] is not None or bool(mapping.id_hash),
+        "source": cols["source"] is not None or "source" in mapping.defaults,
+        "category": cols["category"] is not None or "category" in mapping.defaults,
+        "created_at": cols["created_at"] is not None,
+        "lon": cols["lon"] is not None,
+        "lat": cols["lat"] is not None,
+    }
+    lacking = [role for role, ok in needs.items() if not ok]
+    if lacking:
+        hint = {"source": "--source", "category": "--category"}
+        tips = ", ".join(f"{r} ({hint[r]} or a column)" if r in hint else r for r in lacking)
+        raise ConfigError(
+            f"{path}: no column for {tips}; map them with --mapping/--column ROLE=COLUMN; "
+            f"the file has {sorted(c for c in have if not c.startswith('@'))}"
+        )
+    return cols
+
+
+def _as_text(series: pd.Series) -> pd.Series:
+    """Any column as stripped text; empty cells become missing."""
+    if pd.api.types.is_float_dtype(series.dtype):
+        values = series.to_numpy(dtype=float, na_value=np.nan)
+        finite = values[np.isfinite(values)]
+        if finite.size == 0 or np.all(finite == np.round(finite)):
+            series = series.astype("Int64")  # 12.0 -> "12": ids read as numbers
+    elif series.dtype == object:
+        series = series.map(
+            lambda v: v if v is None or isinstance(v, str) else _json_text(v), na_action="ignore"
+        )
+    text = series.astype("str").str.strip()
+    return text.mask(text == "")
+
+
+def _json_text(value: Any) -> str:
+    """Non-text cell values as text (numbers as written, objects as JSON)."""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _coordinate(
+    frame: pd.DataFrame, cols: dict, role: str, limit: float, checks: _Checks
+) -> np.ndarray:
+    """lon or lat as float64; missing, non-numeric and out-of-range rows fail."""
+    series = frame[cols[role]]
+    if pd.api.types.is_numeric_dtype(series.dtype):
+        values = series.to_numpy(dtype=float, na_value=np.nan)
+        missing = np.isnan(values)
+        bad = np.zeros(len(values), dtype=bool)
+    else:
+        text = _as_text(series)
+        missing = text.isna().to_numpy()
+        values = _to_float(text)
+        bad = ~missing & np.isnan(values)
+    checks.fail(missing, role, f"missing {role}")
+    if bad.any():
+        checks.fail(
+            bad, role, lambda pos: [f"{role} is not a number: {text.iloc[p]!r}" for p in pos]
+        )
+    with np.errstate(invalid="ignore"):
+        out_of_range = ~missing & ~bad & ~(np.abs(values) <= limit)
+    checks.fail(
+        out_of_range,
+        role,
+        lambda pos: [f"{role} {values[p]!r} out of range [-{limit:g}, {limit:g}]" for p in pos],
+    )
+    return values
+
+
+def _to_float(text: pd.Series) -> np.ndarray:
+    """Text to float64 (NaN where not a number), with Arrow's parser.
+
+    A dirty column (one bad value fails Arrow's cast) has its non-numbers nulled
+    by a regex first.
+    """
+    arr = pa.array(text, type=pa.large_string(), from_pandas=True)
+    try:
+        return pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        number = pc.fill_null(pc.match_substring_regex(arr, _NUMBER_RE), False)
+        clean = pc.if_else(number, arr, pa.scalar(None, pa.large_string()))
+        try:
+            return pc.cast(clean, pa.float64()).to_numpy(zero_copy_only=False)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return pd.to_numeric(text, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+
+
+def _text_values(frame: pd.DataFrame, cols: dict, mapping: Mapping, role: str) -> pd.Series:
+    """A text role's values: column (or hash for external_id), default where empty."""
+    if cols[role] is not None:
+        text = _as_text(frame[cols[role]])
+    elif role == "external_id" and mapping.id_hash:
+        text = _hashed_ids(frame, mapping)
+    else:
+        text = pd.Series(pd.NA, index=frame.index, dtype="str")
+    if role in mapping.defaults and mapping.defaults[role] not in (None, ""):
+        text = text.fillna(str(mapping.defaults[role]))
+    if role == "status":
+        text = text.fillna(INITIAL_STATUS)
+    return text.reset_index(drop=True)
+
+
+def _check_text(text: pd.Series, role: str, checks: _Checks) -> pd.Series:
+    """Missing keys, patterns (source, media URL), control characters and lengths."""
+    n = len(text)
+    arr = pa.array(text, type=pa.large_string())
+    if role in ("external_id", "source"):
+        checks.fail(text.isna().to_numpy(), role, f"missing {role}")
+    if role == "source":
+        bad = ~_matches(arr, _SOURCE_RE)
+        checks.fail(
+            bad, role, lambda pos: [f"source {text.iloc[p]!r} must match {_SOURCE_RE}" for p in pos]
+        )
+    if role == "media_url":
+        bad = ~_matches(arr, _URL_RE)
+        checks.fail(
+            bad,
+            role,
+            lambda pos: [
+                f"media_url must be an absolute http(s) URL: {text.iloc[p][:80]!r}" for p in pos
+            ],
+        )
+    if role in _FREE_TEXT:  # coded roles are checked against the catalog or a pattern
+        control = _matches(arr, _CONTROL_RE, null=False)
+        checks.fail(control, role, f"{role} contains a control character")
+    if role in _LIMITS:
+        length = pc.utf8_length(arr).to_numpy(zero_copy_only=False)
+        with np.errstate(invalid="ignore"):
+            long = np.nan_to_num(length.astype(float), nan=0) > _LIMITS[role]
+        checks.fail(long, role, f"{role} longer than {_LIMITS[role]} characters")
+    assert len(text) == n
+    return text
+
+
+def _matches(arr: pa.Array, pattern: str, null: bool = True) -> np.ndarray:
+    """Regex match per value; ``null`` for missing values."""
+    hit = pc.match_substring_regex(arr, pattern)
+    return pc.fill_null(hit, null).to_numpy(zero_copy_only=False)
+
+
+def _hashed_ids(frame: pd.DataFrame, mapping: Mapping) -> pd.Series:
+    """Stable ids from the values of the hash columns (blake2b, 80 bits, hex)."""
+    parts = [_as_text(frame[c]).fillna("") for c in mapping.id_hash]
+    joined = parts[0].astype(object)
+    for p in parts[1:]:
+        joined = joined + "\x1f" + p.astype(object)
+    digests = [hashlib.blake2b(s.encode(), digest_size=10).hexdigest() for s in joined.tolist()]
+    return pd.Series([mapping.id_prefix + d for d in digests], index=frame.index, dtype="str")
+
+
+def _check_codes(out: dict, catalog: Catalog, checks: _Checks) -> None:
+    """Category, status and OPD against the catalog; OPD defaults to the category's."""
+    category = out["category"]
+    missing = category.isna().to_numpy()
+    checks.fail(missing, "category", "missing category")
+    known = category.isin(list(catalog.categories)).to_numpy()
+    checks.fail(
+        ~missing & ~known,
+        "category",
+        lambda pos: [f"unknown category {category.iloc[p]!r}" for p in pos],
+    )
+    status = out["status"]
+    checks.fail(
+        ~status.isin(list(catalog.statuses)).to_numpy(),
+        "status",
+        lambda pos: [
+            f"unknown status {status.iloc[p]!r}; known: {', '.join(catalog.statuses)}" for p in pos
+        ],
+    )
+    default_opd = category.map({c: cat.opd for c, cat in catalog.categories.items()})
+    opd = out["opd"].fillna(default_opd)
+    checks.fail(
+        ~out["opd"].isna().to_numpy() & ~opd.isin(list(catalog.opds)).to_numpy(),
+        "opd",
+        lambda pos: [f"unknown OPD {opd.iloc[p]!r}" for p in pos],
+    )
+    out["opd"] = opd
+
+
+def _time_role(
+    frame: pd.DataFrame, cols: dict, mapping: Mapping, role: str, checks: _Checks, now: pd.Timestamp
+) -> pd.Series:
+    """A timestamp role as UTC; unparseable, future and pre-2000 values fail."""
+    n = len(frame)
+    if cols[role] is None:
+        return pd.Series(pd.NaT, index=range(n), dtype="datetime64[us, UTC]")
+    raw = frame[cols[role]].reset_index(drop=True)
+    values, given = _parse_times(raw, mapping)
+    bad = given & values.isna().to_numpy()
+    if role == "created_at":
+        checks.fail(~given, role, "missing created_at")
+    checks.fail(
+        bad,
+        role,
+        lambda pos: [f"{role}: cannot parse {str(raw.iloc[p])[:40]!r} as a time" for p in pos],
+    )
+    future = (values > now + CLOCK_SKEW).fillna(False).to_numpy(dtype=bool)
+    checks.fail(
+        future,
+        role,
+        lambda pos: [f"{role} {values.iloc[p].isoformat()} is in the future" for p in pos],
+    )
+    early = (values < EARLIEST).fillna(False).to_numpy(dtype=bool)
+    checks.fail(early, role, f"{role} is before {EARLIEST.date()}")
+    return values
+
+
+def _parse_times(raw: pd.Series, mapping: Mapping) -> tuple[pd.Series, np.ndarray]:
+    """Timestamps as datetime64[us, UTC] and a mask of non-empty input."""
+    if isinstance(raw.dtype, pd.DatetimeTZDtype):
+        return raw.dt.tz_convert("UTC").astype("datetime64[us, UTC]"), raw.notna().to_numpy()
+    if pd.api.types.is_datetime64_dtype(raw.dtype):
+        local = raw.dt.tz_localize(mapping.timezone, ambiguous="NaT", nonexistent="NaT")
+        return local.dt.tz_convert("UTC").astype("datetime64[us, UTC]"), raw.notna().to_numpy()
+    text = _as_text(raw).reset_index(drop=True)
+    given = text.notna().to_numpy()
+    micros = np.full(len(text), np.iinfo(np.int64).min, dtype=np.int64)  # NaT
+    arr = pa.array(text, type=pa.large_string(), from_pandas=True)
+    aware = _matches(arr, _OFFSET_RE, null=False)
+    if mapping.time_format:
+        aware[:] = "%z" in mapping.time_format
+    for is_aware in (False, True):
+        rows = np.flatnonzero(given & (aware == is_aware))
+        if rows.size == len(text):
+            micros[:] = _parse_time_text(arr, is_aware, mapping)
+        elif rows.size:
+            micros[rows] = _parse_time_text(arr.take(pa.array(rows)), is_aware, mapping)
+    values = pd.Series(micros.view("datetime64[us]")).dt.tz_localize("UTC")
+    return values, given
+
+
+def _parse_time_text(text: pa.Array, aware: bool, mapping: Mapping) -> np.ndarray:
+    """Timestamp text of one kind (all naive, or all with offset) to UTC µs; NaT as int64 min."""
+    values: pd.Series | None = None
+    if not mapping.time_format:
+        try:  # Arrow's ISO 8601 parser: fast, and strict enough
+            target = pa.timestamp("us", tz="UTC") if aware else pa.timestamp("us")
+            parsed = pc.cast(text, target).cast(pa.int64()).to_numpy(zero_copy_only=False)
+            values = pd.Series(parsed.view("datetime64[us]"))
+            values = values.dt.tz_localize("UTC") if aware else values
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            values = None
+    if values is None:
+        strings = pd.Series(text.to_pandas().to_numpy(dtype=object))
+        fmt = mapping.time_format or "ISO8601"
+        values = pd.to_datetime(strings, format=fmt, errors="coerce", utc=aware)
+    if not aware:
+        values = values.dt.tz_localize(mapping.timezone, ambiguous="NaT", nonexistent="NaT")
+    return values.dt.tz_convert("UTC").astype("datetime64[us, UTC]").array.asi8
+
+
+def _check_time_order(out: dict, checks: _Checks) -> None:
+    """Later stages not before creation (the table checks resolved_at, too)."""
+    created = out["created_at"]
+    for role in ("first_coordinated_at", "resolved_at", "updated_at"):
+        early = (out[role] < created).fillna(False).to_numpy(dtype=bool)
+        checks.fail(early, role, f"{role} is before created_at")
+    # NaT is int64's minimum, so a plain maximum skips it
+    latest = np.maximum.reduce([out[r].array.asi8 for r in TIME_ROLES])
+    updated = out["updated_at"].array.asi8
+    updated = np.where(out["updated_at"].isna().to_numpy(), latest, updated)
+    out["updated_at"] = pd.Series(updated.view("datetime64[us]")).dt.tz_localize("UTC")
+
+
+def _bool_role(
+    frame: pd.DataFrame, cols: dict, mapping: Mapping, role: str, checks: _Checks
+) -> np.ndarray:
+    """true/false/1/0/yes/no/ya/tidak; default true."""
+    default = mapping.defaults.get(role, True)
+    default = default if isinstance(default, bool) else str(default).strip().lower() in _TRUE
+    n = len(frame)
+    if cols[role] is None:
+        return np.full(n, default)
+    series = frame[cols[role]].reset_index(drop=True)
+    if pd.api.types.is_bool_dtype(series.dtype):
+        return series.fillna(default).to_numpy(dtype=bool)
+    text = _as_text(series).str.lower()
+    true = text.isin(_TRUE).to_numpy()
+    false = text.isin(_FALSE).to_numpy()
+    given = text.notna().to_numpy()
+    checks.fail(
+        given & ~true & ~false,
+        role,
+        lambda pos: [f"{role} must be true or false, got {text.iloc[p]!r}" for p in pos],
+    )
+    return np.where(given, true, default)
+
+
+def _attrs(frame: pd.DataFrame, cols: dict, mapping: Mapping, checks: _Checks) -> pd.Series:
+    """attrs as compact JSON object text, from the attrs column and mapped columns."""
+    n = len(frame)
+    base = None
+    if cols["attrs"] is not None:
+        base = frame[cols["attrs"]].reset_index(drop=True)
+        if (
+            base.nunique(dropna=False) == 1 and not mapping.attrs
+        ):  # one value (the demo): parse once
+            value = base.iloc[0]
+            parsed = _json_object(value)
+            if parsed is None:
+                checks.fail(np.ones(n, dtype=bool), "attrs", "attrs must be a JSON object")
+                return pd.Series("{}", index=range(n), dtype="str")
+            text = json.dumps(_json_ready(parsed), separators=(",", ":"), ensure_ascii=False)
+            return pd.Series(text, index=range(n), dtype="str")
+    extra = {key: _attr_values(frame, col) for key, col in mapping.attrs.items()}
+    if base is None and not extra:
+        return pd.Series("{}", index=range(n), dtype="str")
+    objects: list[str] = []
+    bad = np.zeros(n, dtype=bool)
+    base_values = base.tolist() if base is not None else [None] * n
+    extra_values = extra
+    for i in range(n):
+        obj = _json_object(base_values[i]) if base_values[i] is not None else {}
+        if obj is None:
+            bad[i] = True
+            obj = {}
+        for key, values in extra_values.items():
+            if values[i] is not None:
+                obj[key] = values[i]
+        objects.append(json.dumps(_json_ready(obj), separators=(",", ":"), ensure_ascii=False))
+    checks.fail(bad, "attrs", "attrs must be a JSON object")
+    return pd.Series(objects, dtype="str")
+
+
+def _json_object(value: Any) -> dict | None:
+    """A dict from a dict or JSON object text; None when it is something else."""
+    if isinstance(value, dict):
+        return dict(value)
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return {}
+    try:
+        parsed = json.loads(value)
+    except (TypeError, ValueError):
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+def _attr_values(frame: pd.DataFrame, col: str) -> list[Any]:
+    """One attrs column as Python values: numbers stay numbers, missing is None."""
+    if col not in frame.columns:
+        return [None] * len(frame)
+    series = frame[col].reset_index(drop=True)
+    if not (series.dtype == object or pd.api.types.is_numeric_dtype(series.dtype)):
+        text = _as_text(series)
+        numbers = pd.to_numeric(text, errors="coerce")
+        if numbers.notna().sum() == text.notna().sum():  # every value numeric: keep numbers
+            series = numbers
+        else:
+            series = text
+    return [_plain_value(v) for v in series.tolist()]
+
+
+def _plain_value(value: Any) -> Any:
+    """JSON-ready scalar: NaN/NA to None, integral floats to int, numpy to Python."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or value is pd.NA or (isinstance(value, float) and not np.isfinite(value)):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+class _SeenKeys:
+    """Keys of valid rows from earlier batches, with their 1-based row numbers."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, int] = {}
+
+    def first_rows(self, keys: pd.Series) -> np.ndarray:
+        """Row number of an earlier valid row per key, 0 where none."""
+        if not self.rows:
+            return np.zeros(len(keys), dtype=np.int64)
+        get = self.rows.get
+        return np.fromiter((get(k, 0) for k in keys.tolist()), dtype=np.int64, count=len(keys))
+
+    def add(self, keys: pd.Series, row_numbers: np.ndarray) -> None:
+        """Remember these keys (unique, not seen before)."""
+        self.rows.update(zip(keys.tolist(), row_numbers.tolist(), strict=True))
+
+
+def _check_duplicates(
+    out: dict, checks: _Checks, seen: _SeenKeys, offset: int, repeated: np.ndarray
+) -> None:
+    """Repeated (source, external_id) among otherwise valid rows: the first one wins.
+
+    ``offset`` is the batch's first row (0-based) in the file; ``seen`` holds the
+    keys of earlier batches and learns this batch's.  Only rows whose key occurs
+    more than once in the file (``repeated``) can be duplicates.
+    """
+    ok = np.flatnonzero(checks.ok & repeated)
+    if ok.size == 0:
+        return
+    keys = (out["source"].iloc[ok] + "\x1f" + out["external_id"].iloc[ok]).reset_index(drop=True)
+    earlier = seen.first_rows(keys)
+    codes, uniques = pd.factorize(keys)
+    first_idx = np.full(len(uniques), len(keys), dtype=np.int64)
+    np.minimum.at(first_idx, codes, np.arange(len(keys)))
+    first_here = first_idx[codes]
+    first_row = np.where(earlier > 0, earlier, ok[first_here] + offset + 1)
+    dup = (earlier > 0) | (first_here != np.arange(len(keys)))
+    fresh = ~dup
+    seen.add(keys[fresh], ok[fresh] + offset + 1)
+    if not dup.any():
+        return
+    mask = np.zeros(checks.n, dtype=bool)
+    mask[ok[dup]] = True
+    first_of = np.zeros(checks.n, dtype=np.int64)
+    first_of[ok] = first_row
+    checks.fail(
+        mask,
+        "external_id",
+        lambda pos: [
+            f"duplicate external_id {out['external_id'].iloc[p]!r} (first at row {first_of[p]})"
+            for p in pos
+        ],
+    )
+
+
+def _assemble_prepared(out: dict, checks: _Checks, offset: int) -> Prepared:
+    """Role columns plus the valid positions and the quarantine list."""
+    ok = checks.ok
+    quarantine = pd.DataFrame(
+        {
+            "position": np.flatnonzero(~ok) + offset,
+            "field": checks.fields[~ok],
+            "reason": checks.reasons[~ok],
+        }
+    )
+    quarantine["row_number"] = quarantine["position"] + 1
+    frame = pd.DataFrame(
+        {
+            role: (values if isinstance(values, np.ndarray) else values.reset_index(drop=True))
+            for role, values in out.items()
+        }
+    )
+    return Prepared(
+        frame=frame, valid=np.flatnonzero(ok), quarantine=quarantine, read=checks.n, offset=offset
+    )
+
+
+# --------------------------------------------------------------------------- placing
+
+
+@dataclass
+class Places:
+    """RW and kelurahan polygons prepared for snapping, and the service area."""
+
+    rw: gpd.GeoDataFrame
+    kelurahan: gpd.GeoDataFrame
+    tolerance_m: float = DEFAULT_TOLERANCE_M
+    _rw_index: SnapIndex | None = None
+    _kel_index: SnapIndex | None = None
+
+    @property
+    def service_area(self) -> tuple[float, float, float, float]:
+        """Kelurahan extent grown by :data:`SERVICE_AREA_MARGIN_DEG` (as ``db.reports``)."""
+        minx, miny, maxx, maxy = self.kelurahan.total_bounds
+        m = SERVICE_AREA_MARGIN_DEG
+        return (float(minx - m), float(miny - m), float(maxx + m), float(maxy + m))
+
+    def expect(self, rows: int) -> None:
+        """Size the RW lookup grid for an import of ``rows`` points.
+
+        The grid only trades build time for query time (results are identical):
+        fine cells pay off for large imports, coarse cells for small ones.
+        """
+        cell_m = _cell_size(rows)
+        if self._rw_index is None or self._rw_index.cell_m > 2 * cell_m:
+            self._rw_index = SnapIndex.from_frame(
+                self.rw, tolerance_m=self.tolerance_m, cell_m=cell_m
+            )
+
+    def place(self, lon: np.ndarray, lat: np.ndarray) -> dict[str, np.ndarray]:
+        """Codes, snap method and distance per point, by the snapping rule."""
+        if self._rw_index is None:
+            self.expect(lon.size)
+        res = _snap(self._rw_index, self.rw, lon, lat)
+        row = res.row
+        hit = row >= 0
+        out = {
+            "rw_code": np.where(hit, res.code, None),
+            "snap_method": res.method.astype(object),
+            "snap_distance_m": res.distance_m.copy(),
+            "snap_level": np.full(lon.size, "rw", dtype=object),
+        }
+        for col in ("kelurahan_code", "kecamatan_code", "kota_code"):
+            values = self.rw[col].to_numpy(dtype=object)
+            out[col] = np.where(hit, values[np.maximum(row, 0)], None)
+        miss = np.flatnonzero(~hit)
+        if miss.size:
+            if self._kel_index is None:  # coarse grid: few points go here, build fast
+                self._kel_index = SnapIndex.from_frame(
+                    self.kelurahan, tolerance_m=self.tolerance_m, cell_m=80.0
+                )
+            kel = _snap(self._kel_index, self.kelurahan, lon[miss], lat[miss])
+            khit = kel.row >= 0
+            out["snap_method"][miss] = kel.method
+            out["snap_distance_m"][miss] = kel.distance_m
+            out["snap_level"][miss] = "kelurahan"
+            for col in ("kelurahan_code", "kecamatan_code", "kota_code"):
+                values = self.kelurahan[col].to_numpy(dtype=object)
+                out[col][miss] = np.where(khit, values[np.maximum(kel.row, 0)], None)
+        return out
+
+
+def _cell_size(rows: int) -> float:
+    """Lookup-grid cell (metres) for snapping this many points."""
+    if rows >= 500_000:
+        return 10.0
+    return 20.0 if rows >= 20_000 else 80.0
+
+
+def _snap(
+    index: SnapIndex, polygons: gpd.GeoDataFrame, lon: np.ndarray, lat: np.ndarray
+) -> SnapResult:
+    """``index.snap`` with a sentinel point appended and dropped again.
+
+    Works around gis.snap raising IndexError when every point tested exactly in a
+    boundary cell misses (``np.r_[True, ...]`` on an empty array in
+    ``_first_covering_candidate``).  A vertex of the smallest-code polygon always
+    hits, so the empty case cannot occur.  Remove once gis.snap handles it.
+    """
+    first = polygons.geometry.values[int(np.argmin(polygons["code"].astype(str).to_numpy()))]
+    x, y = shapely.get_coordinates(first)[0]
+    res = index.snap(np.append(lon, x), np.append(lat, y))
+    return SnapResult(*(a[:-1] for a in res))
+
+
+_PLACES_CACHE: dict[tuple[str, str, float], Places] = {}
+
+
+def places_from_db(conn: psycopg.Connection, tolerance_m: float = DEFAULT_TOLERANCE_M) -> Places:
+    """The current boundary set's RW and kelurahan polygons (cached per set).
+
+    Raises
+    ------
+    ConfigError
+        No boundaries are loaded.
+    """
+    row = conn.execute("SELECT fingerprint FROM boundary_sets WHERE is_current").fetchone()
+    if row is None:
+        raise ConfigError("no boundaries loaded; run `petalapor boundaries import` first")
+    key = (conn.info.dsn, row[0], float(tolerance_m))
+    if key not in _PLACES_CACHE:
+        frames = {}
+        for level in ("rw", "kelurahan"):
+            cur = conn.execute(
+                "SELECT code, kelurahan_code, kecamatan_code, kota_code, ST_AsBinary(geom) "
+                "FROM boundaries WHERE level = %s ORDER BY code",
+                (level,),
+            )
+            data = cur.fetchall()
+            names = ["code", "kelurahan_code", "kecamatan_code", "kota_code"]
+            frame = pd.DataFrame([r[:4] for r in data], columns=names, dtype=object)
+            geoms = shapely.from_wkb([bytes(r[4]) for r in data])
+            frames[level] = gpd.GeoDataFrame(frame, geometry=geoms, crs="EPSG:4326")
+        if len(frames["kelurahan"]) == 0:
+            raise ConfigError(
+                "no kelurahan boundaries loaded; run `petalapor boundaries import` first"
+            )
+        _PLACES_CACHE.clear()  # one set in use at a time
+        _PLACES_CACHE[key] = Places(frames["rw"], frames["kelurahan"], float(tolerance_m))
+    return _PLACES_CACHE[key]
+
+
+# --------------------------------------------------------------------------- binary COPY
+
+
+def _fixed_block(fields: list[tuple[str, str, np.ndarray]], n: int, ncols: int) -> pa.Array:
+    """Non-null fixed-width fields as one binary value per row: count, then (length, value)s.
+
+    ``fields`` holds (name, numpy big-endian dtype or 'V16', values); values are
+    already in PostgreSQL's binary representation.
+    """
+    spec: list[tuple[str, str]] = [("ncols", ">i2")]
+    for name, dtype, _ in fields:
+        spec += [(f"len_{name}", ">i4"), (name, dtype)]
+    rec = np.empty(n, dtype=np.dtype(spec))
+    rec["ncols"] = ncols
+    for name, dtype, values in fields:
+        rec[f"len_{name}"] = np.dtype(dtype).itemsize
+        rec[name] = values
+    width = rec.dtype.itemsize
+    arr = pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(width), n, [None, pa.py_buffer(rec.tobytes())]
+    )
+    return arr.cast(pa.large_binary())
+
+
+def _length_prefixed(payload: pa.Array, lengths: np.ndarray | None = None) -> pa.Array:
+    """Binary values with their 4-byte big-endian length in front; nulls as length -1."""
+    payload = payload.cast(pa.large_binary())
+    if lengths is None:
+        lengths = pc.binary_length(payload).fill_null(0).to_numpy(zero_copy_only=False)
+    prefix = np.ascontiguousarray(np.asarray(lengths, dtype=">i4"))
+    pre = pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(4), len(payload), [None, pa.py_buffer(prefix.tobytes())]
+    )
+    joined = pc.binary_join_element_wise(pre.cast(pa.large_binary()), payload, _NO_SEP)
+    return joined.fill_null(_NULL_FIELD)
+
+
+def _text_field(values: pd.Series | np.ndarray) -> pa.Array:
+    """A text column (None/NaN: NULL)."""
+    if isinstance(values, np.ndarray):
+        values = pd.Series(values, dtype="str")
+    return _length_prefixed(pa.array(values, type=pa.large_string(), from_pandas=True))
+
+
+def _ts_micros(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """PostgreSQL timestamptz binary values (µs since 2000-01-01) and a validity mask."""
+    micros = values.astype("datetime64[us, UTC]").array.asi8
+    valid = values.notna().to_numpy()
+    return np.where(valid, micros - _PG_EPOCH_US, 0), valid
+
+
+def _nullable_ts_field(values: pd.Series) -> pa.Array:
+    """A timestamptz column that may hold NULLs."""
+    micros, valid = _ts_micros(values)
+    be = np.ascontiguousarray(micros.astype(">i8"))
+    payload = pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(8),
+        len(be),
+        [pa.array(valid).buffers()[1] if not valid.all() else None, pa.py_buffer(be.tobytes())],
+    )
+    return _length_prefixed(payload)
+
+
+def _join_rows(parts: list[pa.Array]) -> pa.Buffer:
+    """Concatenate per-row fields into the COPY body of these rows."""
+    rows = pc.binary_join_element_wise(*parts, _NO_SEP)
+    offsets = np.frombuffer(
+        rows.buffers()[1], dtype=np.int64, count=len(rows) + 1, offset=rows.offset * 8
+    )
+    return rows.buffers()[2][int(offsets[0]) : int(offsets[-1])]
+
+
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
+_COPY_TRAILER = b"\xff\xff"
+
+#: Staging columns, in COPY order: the fixed-width non-null block, then the rest.
+_STAGE_FIXED = [
+    "id",
+    "created_at",
+    "updated_at",
+    "geom",
+    "snap_distance_m",
+    *[f"h3_r{r}" for r in RESOLUTIONS],
+    "public",
+]
+_STAGE_VAR = [
+    "source",
+    "external_id",
+    "category",
+    "opd",
+    "status",
+    "title",
+    "description",
+    "media_url",
+    "rw_code",
+    "kelurahan_code",
+    "kecamatan_code",
+    "kota_code",
+    "snap_method",
+    "first_coordinated_at",
+    "resolved_at",
+    "attrs",
+]
+_STAGE_DDL = """
+CREATE TEMP TABLE IF NOT EXISTS petalapor_stage (
+    id uuid, created_at timestamptz, updated_at timestamptz, geom geometry, snap_distance_m float8,
+    h3_r7 int8, h3_r8 int8, h3_r9 int8, h3_r10 int8, h3_r11 int8, public bool,
+    source text, external_id text, category text, opd text, status text, title text,
+    description text, media_url text, rw_code text, kelurahan_code text, kecamatan_code text,
+    kota_code text, snap_method text, first_coordinated_at timestamptz, resolved_at timestamptz,
+    attrs jsonb
+) ON COMMIT DROP;
+CREATE TEMP TABLE IF NOT EXISTS petalapor_stage_events (
+    seq int4, at timestamptz, source text, external_id text, from_status text, to_status text,
+    actor_opd text, note text
+) ON COMMIT DROP
+"""
+
+
+def _ids(n: int, start: int, base: tuple[int, int, int]) -> np.ndarray:
+    """Time-ordered UUIDv7-style ids: ms timestamp, version 7, per-import random bits, counter.
+
+    Consecutive within an import (appends at the right edge of the primary key).
+    """
+    ms, rand_a, rand_b = base
+    counter = np.arange(start, start + n, dtype=np.uint64)
+    hi = np.uint64((ms << 16) | 0x7000 | rand_a)
+    lo = (np.uint64(0x8000000000000000 | (rand_b << 40))) | counter
+    out = np.empty(n, dtype=[("hi", ">u8"), ("lo", ">u8")])
+    out["hi"], out["lo"] = hi, lo
+    return out.view("V16")
+
+
+def encode_reports(chunk: pd.DataFrame, ids: np.ndarray) -> bytes:
+    """One chunk of placed rows as a binary COPY stream for ``petalapor_stage``."""
+    n = len(chunk)
+    created, _ = _ts_micros(chunk["created_at"])
+    updated, _ = _ts_micros(chunk["updated_at"])
+    geom = np.empty(n, dtype=[("o", "u1"), ("t", "<u4"), ("s", "<u4"), ("x", "<f8"), ("y", "<f8")])
+    geom["o"], geom["t"], geom["s"] = 1, 0x20000001, 4326  # little-endian EWKB Point, SRID 4326
+    geom["x"], geom["y"] = chunk["lon"].to_numpy(), chunk["lat"].to_numpy()
+    fixed = [
+        ("id", "V16", ids),
+        ("created_at", ">i8", created),
+        ("updated_at", ">i8", updated),
+        ("geom", "V25", geom.view("V25")),
+        ("snap_distance_m", ">f8", chunk["snap_distance_m"].to_numpy(dtype=float)),
+        *[(f"h3_r{r}", ">i8", chunk[f"h3_r{r}"].to_numpy()) for r in RESOLUTIONS],
+        ("public", "?", chunk["public"].to_numpy(dtype=bool)),
+    ]
+    parts = [_fixed_block(fixed, n, len(_STAGE_FIXED) + len(_STAGE_VAR))]
+    for col in _STAGE_VAR:
+        if col in ("first_coordinated_at", "resolved_at"):
+            parts.append(_nullable_ts_field(chunk[col]))
+        elif col == "attrs":
+            text = pa.array(chunk["attrs"], type=pa.large_string()).cast(pa.large_binary())
+            version = pa.array(np.full(n, b"\x01", dtype=object), type=pa.large_binary())
+            parts.append(_length_prefixed(pc.binary_join_element_wise(version, text, _NO_SEP)))
+        else:
+            parts.append(_text_field(chunk[col]))
+    return _join_rows(parts).to_pybytes()
+
+
+def encode_events(events: pd.DataFrame) -> bytes:
+    """Events as a binary COPY stream for ``petalapor_stage_events``."""
+    n = len(events)
+    at, _ = _ts_micros(events["at"])
+    parts = [_fixed_block([("seq", ">i4", events["seq"].to_numpy()), ("at", ">i8", at)], n, 8)]
+    for col in ("source", "external_id", "from_status", "to_status", "actor_opd", "note"):
+        parts.append(_text_field(events[col]))
+    return _join_rows(parts).to_pybytes()
+
+
+# --------------------------------------------------------------------------- writing
+
+_INSERT_COLS = [
+    "id",
+    "source",
+    "external_id",
+    "category",
+    "opd",
+    "title",
+    "description",
+    "media_url",
+    "created_at",
+    "updated_at",
+    "first_coordinated_at",
+    "resolved_at",
+    "status",
+    "geom",
+    "rw_code",
+    "kelurahan_code",
+    "kecamatan_code",
+    "kota_code",
+    "snap_method",
+    "snap_distance_m",
+    *[f"h3_r{r}" for r in RESOLUTIONS],
+    "public",
+    "attrs",
+]
+_KEEP_ON_UPDATE = {"id", "source", "external_id"}
+
+_CREATION_EVENTS = """
+    SELECT id, NULL::text, status, created_at, NULL::text, 'import'::text FROM up WHERE inserted
+"""
+_STAGED_EVENTS = """
+    SELECT up.id, e.from_status, e.to_status, e.at, e.actor_opd, e.note
+    FROM up JOIN petalapor_stage_events e USING (source, external_id)
+    WHERE up.inserted
+"""
+
+
+def _upsert_sql(staged_events: bool) -> sql.Composed:
+    """Step 1 per chunk: insert new reports, update those whose status is unchanged.
+
+    Rows whose stored status differs are left alone here (``DO UPDATE ... WHERE``
+    skips them, keeping them locked) and go through :func:`_status_change_sql`, so
+    the common case needs no join against ``reports``.  ``xmax = 0`` marks rows
+    this statement inserted.
+    """
+    cols = sql.SQL(", ").join(map(sql.Identifier, _INSERT_COLS))
+    updates = sql.SQL(", ").join(
+        sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c))
+        for c in _INSERT_COLS
+        if c not in _KEEP_ON_UPDATE
+    )
+    events = sql.SQL(_STAGED_EVENTS if staged_events else _CREATION_EVENTS)
+    return sql.SQL(
+        """
+        WITH up AS (
+            INSERT INTO reports AS r ({cols}) SELECT {cols} FROM petalapor_stage
+            ON CONFLICT (source, external_id) DO UPDATE SET {updates}
+            WHERE r.status = EXCLUDED.status
+            RETURNING r.id, r.source, r.external_id, r.status, r.created_at,
+                      (r.xmax = 0) AS inserted
+        ), ev AS (
+            INSERT INTO report_events (report_id, from_status, to_status, at, actor_opd, note)
+            {events}
+            RETURNING 1
+        )
+        SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted),
+               (SELECT count(*) FROM ev)
+        FROM up
+        """
+    ).format(cols=cols, updates=updates, events=events)
+
+
+def _status_change_sql() -> sql.Composed:
+    """Step 2, only when step 1 skipped rows: update them and append ``old -> new`` events."""
+    updates = sql.SQL(", ").join(
+        sql.SQL("{0} = s.{0}").format(sql.Identifier(c))
+        for c in _INSERT_COLS
+        if c not in _KEEP_ON_UPDATE
+    )
+    return sql.SQL(
+        """
+        WITH old AS (
+            SELECT r.id, r.status FROM reports r JOIN petalapor_stage s USING (source, external_id)
+            WHERE r.status <> s.status
+        ), up AS (
+            UPDATE reports r SET {updates} FROM petalapor_stage s
+            WHERE r.source = s.source AND r.external_id = s.external_id AND r.status <> s.status
+            RETURNING r.id, r.status
+        ), ev AS (
+            INSERT INTO report_events (report_id, from_status, to_status, at, actor_opd, note)
+            SELECT up.id, old.status, up.status, now(), NULL, 'import: status changed'
+            FROM up JOIN old USING (id)
+            RETURNING 1
+        )
+        SELECT count(*), (SELECT count(*) FROM ev) FROM up
+        """
+    ).format(updates=updates)
+
+
+@dataclass
+class _Chunk:
+    """One encoded chunk for the writer thread."""
+
+    rows: int
+    read: int
+    reports: bytes
+    events: bytes | None
+
+
+class _Writer(threading.Thread):
+    """Streams encoded chunks into staging and upserts them, on the import's connection.
+
+    Runs while the main thread prepares the next chunk; the first error stops it
+    and is re-raised by :meth:`finish`.
+    """
+
+    def __init__(
+        self, conn: psycopg.Connection, staged_events: bool, on_chunk: Callable[[int], None]
+    ):
+        super().__init__(name="petalapor-ingest-writer", daemon=True)
+        self.conn = conn
+        self.queue: queue.Queue[_Chunk | None] = queue.Queue(maxsize=2)
+        self.statement = _upsert_sql(staged_events)
+        self.on_chunk = on_chunk
+        self.error: BaseException | None = None
+        self.inserted = self.updated = self.events = 0
+        self.seconds = {"copy": 0.0, "upsert": 0.0}
+
+    def run(self) -> None:
+        """Consume chunks until the sentinel."""
+        while True:
+            chunk = self.queue.get()
+            if chunk is None:
+                return
+            if self.error is not None:
+                continue  # drain after a failure
+            try:
+                self._write(chunk)
+            except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+                self.error = exc
+
+    def _write(self, chunk: _Chunk) -> None:
+        t0 = time.perf_counter()
+        with self.conn.cursor() as cur:
+            cur.execute("TRUNCATE petalapor_stage, petalapor_stage_events")
+            self._copy(cur, "petalapor_stage", _STAGE_FIXED + _STAGE_VAR, chunk.reports)
+            if chunk.events is not None:
+                self._copy(
+                    cur,
+                    "petalapor_stage_events",
+                    [
+                        "seq",
+                        "at",
+                        "source",
+                        "external_id",
+                        "from_status",
+                        "to_status",
+                        "actor_opd",
+                        "note",
+                    ],
+                    chunk.events,
+                )
+            t1 = time.perf_counter()
+            ins, upd, ev = cur.execute(self.statement).fetchone()
+            if ins + upd < chunk.rows:  # re-imported rows whose status changed
+                changed, ev2 = cur.execute(_status_change_sql()).fetchone()
+                upd, ev = upd + changed, ev + ev2
+        self.seconds["copy"] += t1 - t0
+        self.seconds["upsert"] += time.perf_counter() - t1
+        self.inserted += ins
+        self.updated += upd
+        self.events += ev
+        if ins + upd != chunk.rows:
+            raise RuntimeError(f"chunk of {chunk.rows} rows stored {ins} + updated {upd}")
+        self.on_chunk(chunk.read)
+
+    @staticmethod
+    def _copy(cur: psycopg.Cursor, table: str, columns: list[str], body: bytes) -> None:
+        stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
+            sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
+        )
+        with cur.copy(stmt) as copy:
+            copy.write(_COPY_HEADER)
+            view = memoryview(body)
+            for lo in range(0, len(body), 1 << 22):
+                copy.write(view[lo : lo + (1 << 22)])
+            copy.write(_COPY_TRAILER)
+
+    def put(self, chunk: _Chunk) -> None:
+        """Queue a chunk (blocks while two are waiting); raises the writer's error."""
+        self._raise()
+        self.queue.put(chunk)
+
+    def finish(self) -> None:
+        """Wait for the queued chunks; raise the writer's error if any."""
+        self.queue.put(None)
+        self.join()
+        self._raise()
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
+# --------------------------------------------------------------------------- bulk mode
+
+
+def _bulk_wanted(conn: psycopg.Connection, rows: int, bulk: bool | None) -> bool:
+    """Bulk mode by policy (see the module docstring) unless forced either way."""
+    if bulk is not None:
+        return bulk
+    if rows < BULK_MIN_ROWS:
+        return False
+    stored = conn.execute(
+        "SELECT reltuples::bigint FROM pg_class WHERE oid = 'reports'::regclass"
+    ).fetchone()[0]
+    if stored < 0:  # never analysed
+        stored = conn.execute("SELECT count(*) FROM reports").fetchone()[0]
+    return rows >= BULK_MIN_SHARE * stored
+
+
+def _defer_indexes(conn: psycopg.Connection) -> list[sql.Composable]:
+    """Drop secondary indexes and foreign keys of the report tables; return the re-create DDL.
+
+    Definitions come from the catalog, so indexes added by later migrations are
+    re-created exactly too.  Must run inside the import's transaction.
+    """
+    conn.execute("SET LOCAL lock_timeout = '30s'")
+    conn.execute("LOCK TABLE reports, report_events IN ACCESS EXCLUSIVE MODE")
+    tables = "('reports'::regclass, 'report_events'::regclass)"
+    indexes = conn.execute(
+        "SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid) FROM pg_index i "
+        f"WHERE i.indrelid IN {tables} AND NOT EXISTS "
+        "(SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid) ORDER BY 1"
+    ).fetchall()
+    fkeys = conn.execute(
+        "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) FROM pg_constraint "
+        f"WHERE contype = 'f' AND conrelid IN {tables} ORDER BY 1, 2"
+    ).fetchall()
+    restore: list[sql.Composable] = []
+    for table, name, definition in fkeys:
+        conn.execute(
+            sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
+                sql.Identifier(table), sql.Identifier(name)
+            )
+        )
+        restore.append(
+            sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} ").format(
+                sql.Identifier(table), sql.Identifier(name)
+            )
+            + sql.SQL(definition)  # from pg_get_constraintdef: the catalog's own text
+        )
+    for name, definition in indexes:
+        conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
+        restore.insert(0, sql.SQL(definition))  # indexes first: the key checks use them
+    return restore
+
+
+# --------------------------------------------------------------------------- the import
+
+
+@dataclass
+class ImportSummary:
+    """What one import did; ``read = stored + updated + quarantined`` always holds."""
+
+    import_id: uuid.UUID
+    source_file: str
+    read: int = 0
+    stored: int = 0
+    updated: int = 0
+    quarantined: int = 0
+    events: int = 0
+    snap: dict[str, int] = field(default_factory=lambda: {"inside": 0, "nearest": 0, "outside": 0})
+    quarantine_fields: dict[str, int] = field(default_factory=dict)
+    bulk: bool = False
+    seconds: dict[str, float] = field(default_factory=dict)
+    index_seconds: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON (stored in ``report_imports.summary``)."""
+        return {
+            "source_file": self.source_file,
+            "read": self.read,
+            "stored": self.stored,
+            "updated": self.updated,
+            "quarantined": self.quarantined,
+            "events": self.events,
+            "snap": self.snap,
+            "quarantine_fields": self.quarantine_fields,
+            "bulk": self.bulk,
+            "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+            "index_seconds": {k: round(v, 3) for k, v in self.index_seconds.items()},
+        }
+
+    def render(self) -> str:
+        """Human-readable summary."""
+        placed = sum(self.snap.values())
+        share = (lambda k: self.snap[k] / placed) if placed else (lambda k: 0.0)
+        total = self.seconds.get("total", 0.0)
+        rate = f", {self.read / total:,.0f} rows/s" if total > 0 else ""
+        lines = [
+            f"import {self.import_id} ({self.source_file}){' [bulk mode]' if self.bulk else ''}",
+            f"  read         {self.read:>10,}",
+            f"  stored (new) {self.stored:>10,}",
+            f"  updated      {self.updated:>10,}",
+            f"  quarantined  {self.quarantined:>10,}"
+            + (
+                f"  ({', '.join(f'{k}: {v}' for k, v in sorted(self.quarantine_fields.items()))})"
+                if self.quarantine_fields
+                else ""
+            ),
+            "  snapped      "
+            + ", ".join(
+                f"{k} {self.snap[k]:,} ({share(k):.1%})" for k in ("inside", "nearest", "outside")
+            ),
+            f"  events       {self.events:>10,}",
+            f"  took {total:.2f} s{rate}",
+        ]
+        return "\n".join(lines)
+
+
+def import_file(
+    dsn: str,
+    path: str | Path,
+    mapping: Mapping | None = None,
+    **options: Any,
+) -> ImportSummary:
+    """Import one file of reports; see :func:`import_table` for the options.
+
+    Examples
+    --------
+    >>> s = import_file(dsn, "petabencana.geojson", load_mapping("petabencana"))  # doctest: +SKIP
+    >>> s.read == s.stored + s.updated + s.quarantined                             # doctest: +SKIP
+    True
+    """
+    mapping = mapping or Mapping()
+    t0 = time.perf_counter()
+    table = read_table(path, mapping)
+    return import_table(dsn, table, mapping, _read_seconds=time.perf_counter() - t0, **options)
+
+
+def import_frame(
+    dsn: str,
+    frame: pd.DataFrame,
+    mapping: Mapping | None = None,
+    *,
+    label: str = "<frame>",
+    **options: Any,
+) -> ImportSummary:
+    """Import reports from a (Geo)DataFrame whose columns are roles (the demo data)."""
+    return import_table(dsn, frame_table(frame, label), mapping or Mapping(), **options)
+
+
+def import_table(
+    dsn: str,
+    table: RawTable,
+    mapping: Mapping,
+    *,
+    tolerance_m: float = DEFAULT_TOLERANCE_M,
+    events: pd.DataFrame | None = None,
+    bulk: bool | None = None,
+    progress: bool = True,
+    chunk_rows: int = CHUNK_ROWS,
+    places: Places | None = None,
+    catalog: Catalog | None = None,
+    _read_seconds: float = 0.0,
+) -> ImportSummary:
+    """Validate, place and store a table of reports in one transaction.
+
+    Parameters
+    ----------
+    dsn
+        Database (migrated, boundaries loaded, catalog synced).
+    table
+        Rows as read (:func:`read_table`, :func:`frame_table`).
+    mapping
+        Column mapping.
+    tolerance_m
+        Snapping tolerance for the ``nearest`` step.
+    events
+        Full histories for new reports (columns of :attr:`gis.demo.DemoData.events`);
+        None: a creation event per new report.
+    bulk
+        Force bulk mode on or off; None: by policy.
+    progress
+        Show a progress bar on stderr (only when it is a terminal).
+    chunk_rows
+        Rows per COPY/upsert chunk.
+    places
+        Polygons to snap to (default: the current boundary set in the database).
+    catalog
+        Category/status/OPD catalog (default: the shipped one).
+
+    Returns
+    -------
+    ImportSummary
+
+    Raises
+    ------
+    ConfigError
+        Bad mapping, no boundaries, or the catalog was not synced.
+    psycopg.Error
+        The database refused the data; nothing was stored.
+    """
+    catalog = catalog or get_catalog()
+    started = time.perf_counter() - _read_seconds
+    summary = ImportSummary(import_id=uuid.uuid4(), source_file=table.path, read=len(table))
+    timer = _Timer(summary.seconds)
+    summary.seconds["read"] = _read_seconds
+    with psycopg.connect(dsn) as conn:
+        conn.execute("SET temp_buffers = '64MB'")  # before the first temp table of the session
+        _check_catalog_synced(conn, catalog)
+        places = places or places_from_db(conn, tolerance_m)
+        with timer("snap"):
+            places.expect(len(table))
+        event_source = _EventSource(events, catalog) if events is not None else None
+        batches = prepare_batches(
+            table, mapping, chunk_rows, catalog=catalog, service_area=places.service_area
+        )
+        with conn.transaction():
+            conn.execute("SET LOCAL maintenance_work_mem = '256MB'")
+            conn.execute(
+                "INSERT INTO report_imports (id, source_file) VALUES (%s, %s)",
+                (summary.import_id, table.path),
+            )
+            conn.execute(_STAGE_DDL)
+            summary.bulk = _bulk_wanted(conn, len(table), bulk)
+            restore = _defer_indexes(conn) if summary.bulk else []
+            quarantine = _write_rows(conn, batches, places, event_source, summary, timer, progress)
+            with timer("indexes"):
+                for statement in restore:
+                    t0 = time.perf_counter()
+                    conn.execute(statement)
+                    took = time.perf_counter() - t0
+                    summary.index_seconds[_ddl_name(statement.as_string(conn))] = took
+            with timer("quarantine"):
+                _store_quarantine(conn, table, quarantine, summary)
+            _finish_summary(summary, quarantine)
+            summary.seconds["total"] = time.perf_counter() - started
+            conn.execute(
+                "UPDATE report_imports SET summary = %s WHERE id = %s",
+                (json.dumps(summary.as_dict()), summary.import_id),
+            )
+            commit_start = time.perf_counter()
+        summary.seconds["commit"] = time.perf_counter() - commit_start
+    summary.seconds["total"] = time.perf_counter() - started
+    return summary
+
+
+def _ddl_name(statement: str) -> str:
+    """``reports_rw`` from ``CREATE INDEX reports_rw ON ...``; the constraint name for keys."""
+    words = statement.replace('"', "").split()
+    if words[:2] == ["CREATE", "INDEX"] or words[:3] == ["CREATE", "UNIQUE", "INDEX"]:
+        return words[words.index("INDEX") + 1]
+    if "CONSTRAINT" in words:
+        return words[words.index("CONSTRAINT") + 1]
+    return statement[:40]
+
+
+def _check_catalog_synced(conn: psycopg.Connection, catalog: Catalog) -> None:
+    """The catalog tables hold every code (else the foreign keys refuse the rows)."""
+    have = {r[0] for r in conn.execute("SELECT code FROM categories").fetchall()}
+    missing = sorted(set(catalog.categories) - have)
+    if missing:
+        raise ConfigError(
+            f"categories {missing} are not in the database; run petalapor.catalog.sync_catalog "
+            "(petalapor up does) before importing reports"
+        )
+
+
+class _Timer:
+    """Accumulates wall-clock seconds per named stage."""
+
+    def __init__(self, into: dict[str, float]):
+        self.into = into
+
+    def __call__(self, name: str) -> _Timer._Span:
+        return _Timer._Span(self.into, name)
+
+    class _Span:
+        def __init__(self, into: dict[str, float], name: str):
+            self.into, self.name = into, name
+
+        def __enter__(self) -> None:
+            self.t0 = time.perf_counter()
+
+        def __exit__(self, *exc: object) -> None:
+            self.into[self.name] = self.into.get(self.name, 0.0) + time.perf_counter() - self.t0
+
+
+def _write_rows(
+    conn: psycopg.Connection,
+    batches: Iterator[Prepared],
+    places: Places,
+    event_source: _EventSource | None,
+    summary: ImportSummary,
+    timer: _Timer,
+    progress: bool,
+) -> pd.DataFrame:
+    """Validate, place and encode batch by batch; the writer thread stores each.
+
+    Returns the quarantine of every batch.
+    """
+    from tqdm import tqdm
+
+    bar = tqdm(
+        total=summary.read,
+        unit="rows",
+        unit_scale=True,
+        file=sys.stderr,
+        desc="import",
+        disable=not (progress and sys.stderr.isatty()),
+    )
+    lock = threading.Lock()
+
+    def advance(k: int) -> None:
+        with lock:
+            bar.update(k)
+
+    writer = _Writer(conn, event_source is not None, advance)
+    base = (int(time.time() * 1000), secrets.randbits(12), secrets.randbits(22))
+    quarantines = []
+    written = 0
+    writer.start()
+    try:
+        while True:
+            with timer("validate"):
+                prepared = next(batches, None)
+            if prepared is None:
+                break
+            quarantines.append(prepared.quarantine)
+            if prepared.valid.size == 0:
+                advance(prepared.read)
+                continue
+            chunk = _placed_chunk(prepared, places, summary, timer)
+            with timer("encode"):
+                body = encode_reports(chunk, _ids(len(chunk), written, base))
+                ev_body = (
+                    None if event_source is None else encode_events(event_source.select(chunk))
+                )
+            written += len(chunk)
+            with timer("queue wait"):
+                writer.put(_Chunk(len(chunk), prepared.read, body, ev_body))
+        with timer("db drain"):
+            writer.finish()
+    finally:
+        if writer.is_alive():
+            writer.queue.put(None)
+            writer.join()
+        bar.close()
+    summary.stored, summary.updated, summary.events = writer.inserted, writer.updated, writer.events
+    summary.seconds["copy"] = writer.seconds["copy"]
+    summary.seconds["upsert"] = writer.seconds["upsert"]
+    return pd.concat(quarantines, ignore_index=True)
+
+
+def _placed_chunk(
+    prepared: Prepared, places: Places, summary: ImportSummary, timer: _Timer
+) -> pd.DataFrame:
+    """The batch's valid rows with codes, snap method/distance and H3 cells."""
+    chunk = prepared.frame.take(prepared.valid).reset_index(drop=True)
+    lon, lat = chunk["lon"].to_numpy(), chunk["lat"].to_numpy()
+    with timer("snap"):
+        placed = places.place(lon, lat)
+    with timer("h3"):
+        cells = points_to_cells(lon, lat, RESOLUTIONS)
+    with timer("encode"):
+        chunk = chunk.assign(
+            **{k: v for k, v in placed.items() if k != "snap_level"},
+            **{f"h3_r{r}": c for r, c in cells.items()},
+        )
+        chunk["attrs"] = _with_snap_level(chunk["attrs"], placed["snap_level"])
+    for method in ("inside", "nearest", "outside"):
+        summary.snap[method] += int((placed["snap_method"] == method).sum())
+    return chunk
+
+
+def _with_snap_level(attrs: pd.Series, level: np.ndarray) -> pd.Series:
+    """attrs JSON text with ``snap_level`` added (as the single-report API stores it)."""
+    text = attrs.astype("str")
+    lvl = pd.Series(level, dtype="str")
+    empty = text == "{}"
+    tail = '"snap_level":"' + lvl + '"}'
+    return ("{" + tail).where(empty, text.str.slice(0, -1) + "," + tail)
+
+
+class _EventSource:
+    """Caller-supplied histories, picked per chunk by (source, external_id)."""
+
+    REQUIRED = ("source", "external_id", "seq", "from_status", "to_status", "at")
+
+    def __init__(self, events: pd.DataFrame, catalog: Catalog):
+        missing = sorted(set(self.REQUIRED) - set(events.columns))
+        if missing:
+            raise ConfigError(f"events lack column(s) {missing}")
+        ev = events.reset_index(drop=True)
+        for col in ("actor_opd", "note"):
+            if col not in ev:
+                ev[col] = None
+        for col in ("source", "external_id", "from_status", "to_status", "actor_opd", "note"):
+            ev[col] = ev[col].astype("str")  # Arrow-backed once, not per chunk
+        codes = {str(v) for col in ("from_status", "to_status") for v in ev[col].dropna().unique()}
+        unknown = sorted(codes - set(catalog.statuses))
+        unknown += sorted({str(v) for v in ev["actor_opd"].dropna().unique()} - set(catalog.opds))
+        if unknown or ev["to_status"].isna().any() or ev["at"].isna().any():
+            raise DataError(f"events: unknown codes {unknown} or missing to_status/at")
+        ev["at"] = pd.to_datetime(ev["at"], utc=True).astype("datetime64[us, UTC]")
+        self.events = ev
+        self.keys = _keys(ev)
+
+    def select(self, chunk: pd.DataFrame) -> pd.DataFrame:
+        """Events of the chunk's reports."""
+        hit = pc.is_in(self.keys, value_set=_keys(chunk))
+        return self.events[hit.to_numpy(zero_copy_only=False)]
+
+
+def _keys(frame: pd.DataFrame) -> pa.Array:
+    """``source \\x1f external_id`` per row, as an Arrow array."""
+    source = pa.array(frame["source"].astype("str"), type=pa.large_string())
+    ext = pa.array(frame["external_id"].astype("str"), type=pa.large_string())
+    return pc.binary_join_element_wise(source, ext, pa.scalar("\x1f", pa.large_string()))
+
+
+def _store_quarantine(
+    conn: psycopg.Connection, table: RawTable, q: pd.DataFrame, summary: ImportSummary
+) -> None:
+    """COPY the quarantined rows with their reasons and raw values."""
+    if len(q) == 0:
+        return
+    raws = table.raw(q["position"].to_numpy())
+    with (
+        conn.cursor() as cur,
+        cur.copy(
+            "COPY report_quarantine (import_id, source_file, row_number, field, reason, raw) "
+            "FROM STDIN"
+        ) as copy,
+    ):
+        for row_number, fld, reason, raw in zip(
+            q["row_number"], q["field"], q["reason"], raws, strict=True
+        ):
+            copy.write_row(
+                (
+                    summary.import_id,
+                    table.path,
+                    int(row_number),
+                    fld,
+                    str(reason),
+                    json.dumps(_json_ready(raw), ensure_ascii=False, allow_nan=False),
+                )
+            )
+
+
+def _json_ready(value: Any) -> Any:
+    """A raw row as plain JSON: NaN/NaT/NA to null, numpy and timestamps to Python/ISO text."""
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, float):
+        return value if np.isfinite(value) else None
+    if isinstance(value, str):
+        return value.replace("\x00", "")  # jsonb cannot hold NUL
+    if isinstance(value, (int, bool)):
+        return value
+    if isinstance(value, bytes):
+        return value.hex()
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
+
+
+def _finish_summary(summary: ImportSummary, quarantine: pd.DataFrame) -> None:
+    """Counts of the quarantine, and the invariant (else the import is rolled back)."""
+    summary.quarantined = len(quarantine)
+    summary.quarantine_fields = {
+        str(k): int(v) for k, v in quarantine["field"].value_counts().items()
+    }
+    if summary.read != summary.stored + summary.updated + summary.quarantined:
+        raise RuntimeError(
+            f"row accounting failed: read {summary.read} != stored {summary.stored} + updated "
+            f"{summary.updated} + quarantined {summary.quarantined}; nothing was stored"
+        )
+
+
+__all__ = [
+    "Mapping",
+    "load_mapping",
+    "read_table",
+    "frame_table",
+    "prepare",
+    "prepare_batches",
+    "Places",
+    "places_from_db",
+    "import_file",
+    "import_frame",
+    "import_table",
+    "ImportSummary",
+    "ROLES",
+    "RawTable",
+]
