@@ -691,6 +691,8 @@ def _first_covering_candidate(
     # For a point, intersects == covers (ST_Covers); candidates ascend per point.
     hit = shapely.intersects_xy(geoms[cand], lon[point], lat[point])
     point, cand = point[hit], cand[hit]
+    if point.size == 0:  # no exact hit at all (e.g. every point just outside an edge)
+        return point, cand.astype(np.int64)
     first = np.r_[True, point[1:] != point[:-1]]
     return point[first], cand[first].astype(np.int64)
 

@@ -287,3 +287,17 @@ def test_from_frame_checks_its_input(rw):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         SnapIndex.from_frame(rw.iloc[:3])  # 4326 input: no warning
+
+
+def test_lone_point_just_outside_an_edge():
+    """A batch whose only point sits in a border cell but outside every polygon."""
+    import shapely as _shapely
+
+    from gis.boundaries import build_boundary_set, load_manifest
+    from gis.snap import SnapIndex as _SnapIndex
+
+    rw = build_boundary_set(load_manifest()).frames["rw"]
+    coords = _shapely.get_coordinates(rw.geometry.values)
+    south = coords[np.argmin(coords[:, 1])]
+    result = _SnapIndex.from_frame(rw).snap(np.array([south[0]]), np.array([south[1] - 2e-6]))
+    assert result.method[0] == "nearest" and 0 < result.distance_m[0] < 1
