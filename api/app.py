@@ -13,12 +13,22 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.gzip import GZipMiddleware
 
+from api.auth import MemoResolver, install_auth
+from api.auth import viewer as auth_viewer
 from api.errors import add_exception_handlers
 from api.middleware import BodySizeLimitMiddleware
+from api.routes.analysis import AnalysisFactory
 from api.routes.boundaries import BoundaryFactory
 from api.routes.health import HealthFactory
+from api.routes.tiles import TileFactory
+from api.routes.layers import LayerFactory
+from api.routes.open311 import Open311Factory
+from api.routes.pages import PagesFactory
+from api.routes.reports import ReportFactory
 from petalapor import __version__
+from petalapor.catalog import sync_catalog
 from petalapor.settings import Settings, get_settings
+from tiles.middleware import TileCacheMiddleware
 
 log = logging.getLogger("petalapor.api")
 
@@ -51,6 +61,8 @@ def create_app(settings: Settings | None = None, dsn: str | None = None) -> Fast
         url = dsn or db.database_url(settings)
         app.state.dsn = url
         app.state.pool = create_pool(url, settings.db)
+        with app.state.pool.connection() as conn:
+            sync_catalog(conn)  # reports reference the catalog tables
         try:
             yield
         finally:
@@ -70,7 +82,15 @@ def create_app(settings: Settings | None = None, dsn: str | None = None) -> Fast
     app.add_middleware(GZipMiddleware, minimum_size=1024)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.api.max_body_bytes)
     add_exception_handlers(app)
+    app.add_middleware(TileCacheMiddleware)  # cached tiles answered before routing
+    install_auth(app, settings.paths.var)  # keys, sessions, public rate limit, /auth/*
 
     app.include_router(HealthFactory().router)
     app.include_router(BoundaryFactory(max_features=settings.api.boundary_max_features).router)
+    app.include_router(AnalysisFactory().router)
+    app.include_router(ReportFactory(viewer=auth_viewer).router)
+    app.include_router(Open311Factory(viewer=auth_viewer).router)
+    app.include_router(LayerFactory(raster_dir=settings.paths.var / "rasters").router)
+    app.include_router(TileFactory(resolver=MemoResolver(app)).router)  # viewer from headers, memoised
+    app.include_router(PagesFactory().router)
     return app
