@@ -1099,15 +1099,23 @@ def find_surface(
 
 
 def compute_report_ispu(
-    dsn: str, *, only_missing: bool = False, power: float = 2.0, freq: str = "M"
+    dsn: str,
+    *,
+    only_missing: bool = False,
+    power: float = 2.0,
+    freq: str = "M",
+    climatology: bool = True,
 ) -> dict[str, Any]:
     """Store the ISPU at each report's place and day in ``report_ispu``.
 
     For each report: its local day (Asia/Jakarta); ``ispu`` is the IDW
     (``power``, UTM metres) of the station means over the ``freq`` period
     holding that day (a calendar month by default) at the report's point;
-    ``ispu_day`` is the same for the day itself.  NULL where no station
-    reported.  See :func:`layers.surface.idw_at_points`.
+    ``ispu_day`` is the same for the day itself.  Where no station reported in
+    the report's month (the DKI file ends in February 2025) and ``climatology``
+    is on, ``ispu`` is the IDW of the stations' means over the same calendar
+    month of every year, flagged by ``period = 'clim-MM'``; ``ispu_day`` stays
+    NULL.  See :func:`layers.surface.idw_at_points`.
 
     Parameters
     ----------
@@ -1116,6 +1124,8 @@ def compute_report_ispu(
     only_missing
         Only reports without a ``report_ispu`` row (what ``petalapor up`` does);
         otherwise every row is recomputed.
+    climatology
+        Fill months without readings from the same calendar month of all years.
     power, freq
         IDW exponent; pandas period of the main value (``"M"``, ``"W"``, ``"D"``).
 
@@ -1160,9 +1170,12 @@ def compute_report_ispu(
             lambda s: ",".join(sorted(s))
         )
         frame["period"] = periods.astype(str)
+        frame["n_stations"] = periods.map(n_by_period).fillna(0).astype(int)
+        value = np.asarray(value, dtype=float)
+        if climatology and freq == "M":
+            _fill_climatology(frame, value, readings, stations, day, power)
         frame["ispu"] = value
         frame["category"] = categorise(value)
-        frame["n_stations"] = periods.map(n_by_period).fillna(0).astype(int)
         frame["ispu_day"] = on_day
         frame["day_station"] = frame["day"].map(day_station)
         with conn.transaction():
@@ -1175,6 +1188,39 @@ def compute_report_ispu(
         "with_day_value": int(np.isfinite(on_day).sum()),
         "seconds": round(time.perf_counter() - started, 2),
     }
+
+
+def _fill_climatology(
+    frame: pd.DataFrame,
+    value: np.ndarray,
+    readings: pd.DataFrame,
+    stations: Any,
+    day: pd.Series,
+    power: float,
+) -> None:
+    """Fill NaN ``value`` rows with the same-calendar-month IDW over all years (in place)."""
+    from layers.surface import idw_at_points
+
+    gap = ~np.isfinite(value)
+    if not gap.any():
+        return
+    # Fold every year onto 2000 (a leap year, so 29 February survives): a monthly
+    # period then spans that calendar month of all years.
+    dates = pd.to_datetime(readings["date"])
+    folded = readings.assign(
+        date=pd.to_datetime({"year": 2000, "month": dates.dt.month, "day": dates.dt.day})
+    )
+    when = day[gap]
+    when = pd.to_datetime({"year": 2000, "month": when.dt.month, "day": when.dt.day})
+    value[gap] = idw_at_points(
+        folded, stations, frame["lon"][gap], frame["lat"][gap], when, freq="M", power=power
+    )
+    has = folded.dropna(subset=["ispu"])
+    n_by_month = has.groupby(has["date"].dt.month)["station_id"].nunique()
+    filled = gap & np.isfinite(value)
+    months = day[filled].dt.month
+    frame.loc[filled, "period"] = "clim-" + months.map("{:02d}".format)
+    frame.loc[filled, "n_stations"] = months.map(n_by_month).fillna(0).astype(int).to_numpy()
 
 
 def _copy_report_ispu(

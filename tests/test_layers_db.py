@@ -442,7 +442,7 @@ def test_report_ispu_at_place_and_day(layer_db, ispu, shared_data):
                 "%s, %s, %s, ST_SetSRID(ST_MakePoint(%s, %s), 4326), 'inside', %s, %s, %s, %s, %s)",
                 (f"layers-{i}", cat, opd, at, at, lon, lat, *h3_cells(lat, lon).values()),
             )
-    out = store.compute_report_ispu(layer_db)
+    out = store.compute_report_ispu(layer_db, climatology=False)
     assert out["reports"] == 3 and out["with_value"] == 2
     with psycopg.connect(layer_db) as conn:
         got = conn.execute(
@@ -463,6 +463,19 @@ def test_report_ispu_at_place_and_day(layer_db, ispu, shared_data):
     assert got[2][3] is None and got[2][4] is None and got[2][5] is None
     # only-missing runs do nothing more
     assert store.compute_report_ispu(layer_db, only_missing=True)["reports"] == 0
+    # by default, a month without readings takes that calendar month of every year
+    assert store.compute_report_ispu(layer_db)["with_value"] == 3
+    with psycopg.connect(layer_db) as conn:
+        period, value, day_value, n = conn.execute(
+            "SELECT x.period, x.ispu, x.ispu_day, x.n_stations FROM report_ispu x "
+            "JOIN reports r ON r.id = x.report_id WHERE r.external_id = 'layers-2'"
+        ).fetchone()
+    january = readings[readings["date"].dt.month == 1].dropna(subset=["ispu"])
+    folded = january.assign(date=pd.to_datetime({"year": 2000, "month": 1, "day": january["date"].dt.day}))
+    want_clim = idw_at_points(folded, stations, [106.80], [-6.20], ["2000-01-01"])
+    assert period == "clim-01" and day_value is None
+    assert n == january["station_id"].nunique()
+    assert value == pytest.approx(float(want_clim[0]), rel=1e-9)
 
 
 # --------------------------------------------------------------------------- surface and API
