@@ -8,68 +8,19 @@ from __future__ import annotations
 
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 
-from api.auth import create_key
 from db.reports import count_rows
 from petalapor.catalog import get_catalog, sync_catalog
+
+from intake import Intake, admin_token, api, db, unchanged  # noqa: F401 - fixtures
 
 V2 = "/open311/v2"
 MONAS = {"lat": "-6.1754", "long": "106.8272"}
 
-
-@pytest.fixture(scope="module")
-def db(loaded_dsn: str) -> str:
-    """The session database with boundaries and the catalog tables filled."""
-    with psycopg.connect(loaded_dsn) as conn:
-        sync_catalog(conn)
-    return loaded_dsn
-
-
-class Intake:
-    """The session client as an intake app: POSTs carry an API key, GETs go as the public."""
-
-    def __init__(self, client, token: str) -> None:
-        self.client = client
-        self.token = token
-
-    def post(self, url: str, *, headers: dict | None = None, **kwargs):
-        """POST with the key as X-API-Key (``headers`` may add to or override it)."""
-        return self.client.post(url, headers={"X-API-Key": self.token, **(headers or {})}, **kwargs)
-
-    def get(self, url: str, **kwargs):
-        """GET without a key."""
-        return self.client.get(url, **kwargs)
-
-
-@pytest.fixture(scope="module")
-def admin_token(db: str) -> str:
-    """A fresh admin key (an intake app's)."""
-    with psycopg.connect(db) as conn:
-        _, token = create_key(conn, "admin", None, "intake (test_open311)")
-    return token
-
-
-@pytest.fixture(scope="module")
-def api(client, db, admin_token) -> Intake:
-    """The TestClient after the catalog is synced, posting with an admin key."""
-    client.cookies.clear()  # reads are public: no session left by another module
-    return Intake(client, admin_token)
-
-
-@contextmanager
-def unchanged(dsn: str) -> Iterator[None]:
-    """Assert that the block stores nothing in the report tables."""
-    with psycopg.connect(dsn) as conn:
-        before = count_rows(conn)
-    yield
-    with psycopg.connect(dsn) as conn:
-        assert count_rows(conn) == before
 
 
 def xml(res) -> ET.Element:

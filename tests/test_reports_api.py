@@ -7,8 +7,6 @@ would; reads stay public.  Who may write or read what: ``test_write_auth.py``.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
 import h3
@@ -18,9 +16,10 @@ import pytest
 import shapely
 from pyproj import Transformer
 
-from api.auth import create_key
-from db.reports import count_rows, hash_reporter, reporter_salt
-from petalapor.catalog import get_catalog, sync_catalog
+from db.reports import hash_reporter, reporter_salt
+from petalapor.catalog import get_catalog
+
+from intake import Intake, admin_token, api, db, unchanged  # noqa: F401 - fixtures
 
 WIB = timezone(timedelta(hours=7))
 TO_UTM = Transformer.from_crs("EPSG:4326", "EPSG:32748", always_xy=True)
@@ -36,54 +35,6 @@ KNOWN = {
     "tmii": (106.8951, -6.3025, "3172030002999000"),
 }
 
-
-@pytest.fixture(scope="module")
-def db(loaded_dsn: str) -> str:
-    """The session database with boundaries and the catalog tables filled."""
-    with psycopg.connect(loaded_dsn) as conn:
-        sync_catalog(conn)
-    return loaded_dsn
-
-
-class Intake:
-    """The session client as an intake app: POSTs carry an API key, GETs go as the public."""
-
-    def __init__(self, client, token: str) -> None:
-        self.client = client
-        self.token = token
-
-    def post(self, url: str, *, headers: dict | None = None, **kwargs):
-        """POST with the key (``headers`` may add to or override it)."""
-        return self.client.post(url, headers={"X-API-Key": self.token, **(headers or {})}, **kwargs)
-
-    def get(self, url: str, **kwargs):
-        """GET without a key."""
-        return self.client.get(url, **kwargs)
-
-
-@pytest.fixture(scope="module")
-def admin_token(db: str) -> str:
-    """A fresh admin key (what an intake app such as JAKI holds)."""
-    with psycopg.connect(db) as conn:
-        _, token = create_key(conn, "admin", None, "intake (test_reports_api)")
-    return token
-
-
-@pytest.fixture(scope="module")
-def api(client, db, admin_token) -> Intake:
-    """The TestClient after the catalog is synced, writing with an admin key."""
-    client.cookies.clear()  # reads are public: no session left by another module
-    return Intake(client, admin_token)
-
-
-@contextmanager
-def unchanged(dsn: str) -> Iterator[None]:
-    """Assert that the block stores nothing in the report tables."""
-    with psycopg.connect(dsn) as conn:
-        before = count_rows(conn)
-    yield
-    with psycopg.connect(dsn) as conn:
-        assert count_rows(conn) == before
 
 
 def report(lon: float, lat: float, **extra) -> dict:

@@ -13,20 +13,20 @@ from __future__ import annotations
 
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import psycopg
 import pytest
 
 from api.auth import create_key, revoke_key
-from db.reports import count_rows
 from petalapor.catalog import sync_catalog
+
+from intake import unchanged
 
 V2 = "/open311/v2"
 MONAS = {"lat": -6.1754, "lon": 106.8272}
 #: A token that looks like a key but matches none.
 UNKNOWN_KEY = "plk_000000000000_" + "A" * 43
+
 
 
 @pytest.fixture(scope="module")
@@ -58,16 +58,6 @@ def api(client, db):
     client.cookies.clear()
     yield client
     client.cookies.clear()
-
-
-@contextmanager
-def unchanged(dsn: str) -> Iterator[None]:
-    """Assert that the block stores nothing in the report tables."""
-    with psycopg.connect(dsn) as conn:
-        before = count_rows(conn)
-    yield
-    with psycopg.connect(dsn) as conn:
-        assert count_rows(conn) == before
 
 
 def body(category: str = "banjir", **extra) -> dict:
