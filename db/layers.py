@@ -50,6 +50,7 @@ from psycopg.rows import dict_row, tuple_row
 from pyproj import Transformer
 
 from gis.boundaries import METRIC_CRS
+from layers.jakwifi import COLUMNS as HOTSPOT_COLUMNS
 from petalapor.errors import DataError, InvalidParameterError, NotFoundError
 
 #: Snapping tolerance (metres, UTM 48S) of hotspots to RW / kelurahan, as for reports.
@@ -68,20 +69,8 @@ _COVERAGE_SETTINGS: dict[str, str] = {
 #: pg_advisory_xact_lock key serialising layer imports.
 _LOCK_KEY = 0x1A7E5_0004
 
-_HOTSPOT_COLUMNS: tuple[str, ...] = (
-    "id",
-    "name",
-    "kota",
-    "kota_code",
-    "kecamatan",
-    "kecamatan_code",
-    "kelurahan",
-    "kelurahan_code",
-    "rw",
-    "rw_code",
-    "address",
-    "synthetic",
-)
+#: Stored hotspot attributes: the importer's and generator's columns, without the geometry.
+_HOTSPOT_COLUMNS: tuple[str, ...] = tuple(c for c in HOTSPOT_COLUMNS if c != "geometry")
 _READING_COLUMNS: tuple[str, ...] = (
     "date",
     "station_id",
