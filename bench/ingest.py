@@ -8,13 +8,22 @@ latitude, unknown category, unparseable date) that must end in quarantine.
 The import runs in its own database, ``petalapor_bench``, on the dev cluster
 (``db.database_url(Settings())``) or on the ``DATABASE_URL`` server, so dev data is
 untouched.  Each run starts from an empty ``reports`` table: the first big load,
-which takes bulk mode (see ``db.ingest``).  Stages and their rates are printed:
+which takes bulk mode and, the table being empty, the direct load (see
+``db.ingest``).  Stages and their rates are printed:
 
-* parse (pyarrow CSV), validate (vectorised checks), snap (RW then kelurahan),
-  H3 (r7-r11), encode (binary COPY), which run in the main thread;
-* copy (binary COPY into staging) and upsert (``INSERT ... ON CONFLICT`` plus
-  events), which run in the writer thread while the next chunk is prepared;
-* indexes (re-creating the 14 secondary indexes and 7 foreign keys), commit.
+* prepare tables (lock, drop indexes and keys, truncate the empty tables);
+* parse (pyarrow CSV), validate (vectorised checks), snap (RW then kelurahan,
+  including the lookup grid), H3 (r7-r11), encode (binary COPY bodies), which
+  run in the main thread;
+* copy reports and copy events (binary COPY straight into the tables; staging
+  COPY and upsert when not a direct load), in the writer thread while the next
+  chunk is prepared;
+* indexes (re-creating the secondary indexes, the unique key and the events'
+  primary key, then re-checking the 7 foreign keys), commit.
+
+The server's bulk-load settings and the machine's load average (before, after)
+are printed too: the embedded cluster is shared with other work, so compare
+runs with their load.
 
 The anchor is a plain psycopg ``COPY ... FROM STDIN (FORMAT csv)`` of the same file
 into a table with the same columns and no indexes, in the same run (``lat`` and
@@ -28,6 +37,7 @@ is the summary.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -181,6 +191,13 @@ def main() -> None:
         print(f"generated {path} in {time.perf_counter() - started:.1f} s")
     print(f"input: {path} ({path.stat().st_size / 1e6:.0f} MB, {args.rows:,} rows)")
 
+    with psycopg.connect(dsn) as conn:
+        shown = [
+            f"{name}={conn.execute('SELECT current_setting(%s)', (name,)).fetchone()[0]}"
+            for name in ("wal_level", "max_wal_size", "maintenance_work_mem", "shared_buffers")
+        ]
+    print(f"server: {', '.join(shown)}; {os.cpu_count()} cores")
+    load_before = os.getloadavg()[0]
     reset(dsn)
     anchor = anchor_copy(dsn, path)
     reset(dsn)
@@ -191,11 +208,16 @@ def main() -> None:
     print(summary.render())
     rows = summary.read
     s = summary.seconds
-    print("stages (main thread; copy and upsert overlap it in the writer thread):")
+    print("stages (main thread; the writer thread's COPY overlaps it):")
+    print(line("prepare tables", s.get("prepare tables", 0.0), rows))
     for name in ("read", "validate", "snap", "h3", "encode", "queue wait", "db drain"):
         print(line("parse (pyarrow CSV)" if name == "read" else name, s.get(name, 0.0), rows))
-    print(line("  copy (writer)", s.get("copy", 0.0), rows))
-    print(line("  upsert+events (writer)", s.get("upsert", 0.0), rows))
+    if summary.direct:
+        print(line("  copy reports (writer)", s.get("copy", 0.0), rows))
+        print(line("  copy events (writer)", s.get("events", 0.0), rows))
+    else:
+        print(line("  copy staging (writer)", s.get("copy", 0.0), rows))
+        print(line("  upsert+events (writer)", s.get("upsert", 0.0), rows))
     for name in ("indexes", "quarantine", "commit"):
         print(line(name, s.get(name, 0.0), rows))
     print(line("total (wall)", wall, rows))
@@ -204,12 +226,13 @@ def main() -> None:
         for name, took in summary.index_seconds.items():
             print(f"    {name:<34} {took:>6.2f} s")
     print(line("anchor: plain COPY", anchor, rows))
+    print(f"load average (1 min): {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
     assert summary.read == summary.stored + summary.updated + summary.quarantined
     reset(dsn)  # leave the dev cluster lean: the bench database keeps no rows
     rate = rows / wall
     print(
         f"ingest runs at {rate / (rows / anchor):.2f}x the plain COPY anchor "
-        f"({rows / anchor:,.0f} rows/s); bulk mode: {summary.bulk}"
+        f"({rows / anchor:,.0f} rows/s); bulk mode: {summary.bulk}, direct load: {summary.direct}"
     )
     print(f"ingest: {rate / GOAL_ROWS_PER_S:.2f}x goal ({rate:,.0f} rows/s vs {GOAL_ROWS_PER_S:,})")
 

@@ -21,8 +21,9 @@ The load: 8 keep-alive connections from a small asyncio HTTP/1.1 client,
 15 s (``--seconds``) and at most 200,000 requests per measurement, with
 ``Accept-Encoding: gzip``.  The three servers run side by side and each
 measurement is taken in three 5-s slices interleaved with the others', so
-background load on a shared machine falls on all of them alike.  "cold" = petalapor with its tile cache disabled
-(every request renders); "warm" = cache on, after one pass over the URLs.
+background load on a shared machine falls on all of them alike.  "cold" =
+petalapor with its tile cache disabled (every request renders); "warm" = cache
+on, after one pass over the URLs.  The client uses uvloop when installed.
 
     python bench/tiles.py [--reports 1000000] [--seconds 15] [--regenerate]
 
@@ -384,7 +385,12 @@ def load(port: int, paths: list[str], headers: dict[str, str], seconds: float) -
         result.seconds = time.perf_counter() - started
         return result
 
-    return asyncio.run(run())
+    try:  # the client must not be the bottleneck: uvloop when installed
+        import uvloop
+
+        return uvloop.run(run())
+    except ImportError:
+        return asyncio.run(run())
 
 
 def line(label: str, r: Result) -> str:
@@ -444,7 +450,7 @@ def main() -> None:
     with ExitStack() as stack:
         for server in servers.values():
             stack.enter_context(server)
-        for layer, (tipg_paths, petal_paths) in layers.items():
+        for tipg_paths, petal_paths in layers.values():
             for path in petal_paths:  # one pass fills the warm server's cache
                 load_one(servers["warm"].port, path, petal_headers)
             for name in ("tipg", "cold"):  # settle: catalogue, pools, prepared statements

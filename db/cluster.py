@@ -36,6 +36,19 @@ INSTALL_HINT = (
     "existing PostGIS server."
 )
 SUPERUSER = "postgres"
+#: Settings of the embedded (development and test) cluster, for bulk loads.  A
+#: DATABASE_URL server keeps its own configuration; db.ingest works on either.
+#:
+#: * ``wal_level=minimal`` (needs ``max_wal_senders=0``): no replication or PITR
+#:   for a private dev store.  A table created or truncated in the loading
+#:   transaction (db.ingest's first load into an empty ``reports``) and the
+#:   indexes built on it then skip WAL; the files are synced at commit instead.
+#: * ``max_wal_size``/``checkpoint_timeout``: no checkpoint storm mid-import.
+#: * ``maintenance_work_mem``: index rebuilds of bulk imports sort in memory.
+SERVER_OPTIONS = (
+    " -c wal_level=minimal -c max_wal_senders=0 -c max_wal_size=4GB"
+    " -c checkpoint_timeout=30min -c maintenance_work_mem=512MB"
+)
 
 
 @dataclass(frozen=True)
@@ -251,7 +264,7 @@ class Cluster:
         self._own()
         options = (
             f"-p {port} -c listen_addresses={self.host} -c unix_socket_directories={self.root}"
-            " -c fsync=on -c max_connections=200 -c shared_buffers=256MB"
+            " -c fsync=on -c max_connections=200 -c shared_buffers=256MB" + SERVER_OPTIONS
         )
         self._run(
             [

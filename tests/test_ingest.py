@@ -504,6 +504,123 @@ def test_bulk_mode_restores_indexes_and_keys(fresh_db: str) -> None:
     assert "reports_h3_r9" in plan
 
 
+# --------------------------------------------------------------------------- direct load
+
+REPORT_COLUMNS = (
+    "source, external_id, category, opd, title, description, media_url, created_at, "
+    "updated_at, first_coordinated_at, resolved_at, status, ST_AsEWKB(geom), rw_code, "
+    "kelurahan_code, kecamatan_code, kota_code, snap_method, snap_distance_m, h3_r7, h3_r8, "
+    "h3_r9, h3_r10, h3_r11, public, attrs"
+)
+
+
+def stored_rows(url: str) -> tuple[list, list]:
+    """Reports (without their generated id) and events (by report key), sorted."""
+    with psycopg.connect(url) as conn:
+        reports = conn.execute(
+            f"SELECT {REPORT_COLUMNS} FROM reports ORDER BY source, external_id"
+        ).fetchall()
+        events = conn.execute(
+            "SELECT r.source, r.external_id, e.from_status, e.to_status, e.at, e.actor_opd, "
+            "e.note FROM report_events e JOIN reports r ON r.id = e.report_id "
+            "ORDER BY 1, 2, 5, 3 NULLS FIRST, 4"
+        ).fetchall()
+    return reports, events
+
+
+@pytest.mark.parametrize("histories", [True, False], ids=["histories", "creation-events"])
+def test_direct_load_stores_what_the_upsert_stores(
+    dsn: str, boundary_set, tmp_path: Path, histories: bool
+) -> None:
+    """Bulk mode into an empty table COPYs straight into reports; same rows as the upsert."""
+    from gis.demo import generate_demo
+
+    demo = generate_demo(boundary_set.frames["rw"], n=2500, seed=7)
+    events = demo.events if histories else None
+    direct, upsert = (_new_database(dsn, boundary_set) for _ in range(2))
+    try:
+        a = import_frame(direct, demo.reports, events=events, bulk=True, chunk_rows=700)
+        b = import_frame(upsert, demo.reports, events=events, bulk=False, chunk_rows=700)
+        assert a.direct and a.bulk and not b.direct
+        for s in (a, b):
+            check_invariant(s)
+        assert (a.stored, a.updated, a.events, a.snap) == (b.stored, b.updated, b.events, b.snap)
+        assert a.stored == 2500
+        assert a.events == (len(demo.events) if histories else 2500)
+        assert stored_rows(direct) == stored_rows(upsert)
+        with psycopg.connect(direct) as conn:
+            # event ids follow each report's history
+            ordered = conn.execute(
+                "SELECT bool_and(ok) FROM (SELECT lag(at) OVER w <= at AS ok FROM report_events "
+                "WINDOW w AS (PARTITION BY report_id ORDER BY id)) s"
+            ).fetchone()[0]
+            assert ordered is not False
+    finally:
+        _drop(dsn, direct)
+        _drop(dsn, upsert)
+
+
+def test_direct_load_only_into_an_empty_table(fresh_db: str, boundary_set) -> None:
+    """A second bulk import finds rows stored: it upserts (re-imported rows update)."""
+    from gis.demo import generate_demo
+
+    demo = generate_demo(boundary_set.frames["rw"], n=1200, seed=8).reports
+    first = import_frame(fresh_db, demo.iloc[:800], bulk=True, progress=False)
+    assert first.direct and first.stored == 800
+    second = import_frame(fresh_db, demo.iloc[400:], bulk=True, progress=False)
+    assert second.bulk and not second.direct
+    assert (second.stored, second.updated, second.events) == (400, 400, 400)
+    counted = counts(fresh_db)
+    assert counted["reports"] == 1200 and counted["report_events"] == 1200
+
+
+def test_direct_load_never_truncates_rows(fresh_db: str, boundary_set) -> None:
+    """A table referencing reports that holds rows (an unchecked key) keeps them."""
+    from gis.demo import generate_demo
+
+    with psycopg.connect(fresh_db) as conn:
+        conn.execute("CREATE TABLE t_ref (report_id uuid)")
+        conn.execute("INSERT INTO t_ref VALUES (gen_random_uuid())")
+        conn.execute(
+            "ALTER TABLE t_ref ADD CONSTRAINT t_ref_report FOREIGN KEY (report_id) "
+            "REFERENCES reports (id) NOT VALID"
+        )
+    demo = generate_demo(boundary_set.frames["rw"], n=600, seed=9).reports
+    summary = import_frame(fresh_db, demo, bulk=True, progress=False)
+    assert summary.direct and summary.stored == 600
+    with psycopg.connect(fresh_db) as conn:
+        assert conn.execute("SELECT count(*) FROM t_ref").fetchone()[0] == 1
+
+
+def test_odd_timestamps_parse_as_on_their_own() -> None:
+    """A batch mixing ISO 8601 and other text parses each value as it parses alone."""
+    values = [
+        "2024-01-01 10:00",
+        "31/02/2024 25:61",
+        "2024-01-01T10:00:00.5",
+        "2024-01-01T10:00:00+09:00",
+        "2024/01/02 10:00",
+        "2024-01-01T10:00:00Z",
+        "2024-13-01T10:00",
+        "1 Jan 2024 10:00",
+    ]
+    frame = pd.DataFrame(
+        {"external_id": [str(i) for i in range(len(values))], "created_at": values}
+    )
+    frame["lon"], frame["lat"] = 106.8, -6.2
+    mapping = Mapping().with_options(defaults={"source": "web", "category": "banjir"})
+    together = prepare(frame_table(frame, "mem"), mapping)
+    for i in range(len(values)):
+        alone = prepare(frame_table(frame.iloc[[i]].reset_index(drop=True), "mem"), mapping)
+        if alone.valid.size:
+            assert i in together.valid
+            got = together.rows.loc[i, "created_at"]
+            assert got == alone.rows["created_at"].iloc[0], values[i]
+        else:
+            assert i not in together.valid, values[i]
+    assert together.rows.loc[0, "created_at"] == pd.Timestamp("2024-01-01T03:00", tz="UTC")
+
+
 # --------------------------------------------------------------------------- formats
 
 
