@@ -316,13 +316,13 @@ def test_get_unknown_report_is_404(api):
 
 @pytest.fixture(scope="module")
 def listed(api) -> dict[str, dict]:
-    """Five reports in a window no other test uses (March 2021, WIB)."""
+    """Five reports in a window no other test uses (March 2003, WIB)."""
     specs = {
-        "a": (KNOWN["monas"], "banjir", "2021-03-01T08:00:00+07:00"),
-        "b": (KNOWN["monas"], "sampah", "2021-03-02T08:00:00+07:00"),
-        "c": (KNOWN["bundaran_hi"], "banjir", "2021-03-03T08:00:00+07:00"),
-        "d": (KNOWN["blok_m"], "jalan_rusak", "2021-03-04T23:30:00+07:00"),
-        "e": (KNOWN["kota_tua"], "banjir", "2021-03-05T08:00:00+07:00"),
+        "a": (KNOWN["monas"], "banjir", "2003-03-01T08:00:00+07:00"),
+        "b": (KNOWN["monas"], "sampah", "2003-03-02T08:00:00+07:00"),
+        "c": (KNOWN["bundaran_hi"], "banjir", "2003-03-03T08:00:00+07:00"),
+        "d": (KNOWN["blok_m"], "jalan_rusak", "2003-03-04T23:30:00+07:00"),
+        "e": (KNOWN["kota_tua"], "banjir", "2003-03-05T08:00:00+07:00"),
     }
     out = {}
     for key, ((lon, lat, _), category, at) in specs.items():
@@ -330,7 +330,7 @@ def listed(api) -> dict[str, dict]:
     return out
 
 
-WINDOW = {"from": "2021-03-01", "to": "2021-03-31"}
+WINDOW = {"from": "2003-03-01", "to": "2003-03-31"}
 
 
 def ids(api, **params) -> list[str]:
@@ -353,12 +353,12 @@ def test_list_filters(api, listed):
     assert ids(api, status="menunggu") == [by[k] for k in "edcba"]
     assert ids(api, status="selesai") == []
     assert ids(api, bbox="106.82,-6.18,106.83,-6.17") == [by["b"], by["a"]]
-    assert ids(api, **{"from": "2021-03-02", "to": "2021-03-04"}) == [
+    assert ids(api, **{"from": "2003-03-02", "to": "2003-03-04"}) == [
         by["d"],
         by["c"],
         by["b"],
     ]  # whole days
-    assert ids(api, **{"from": "2021-03-02T08:00:00+07:00", "to": "2021-03-03T01:00:00Z"}) == [
+    assert ids(api, **{"from": "2003-03-02T08:00:00+07:00", "to": "2003-03-03T01:00:00Z"}) == [
         by["c"],
         by["b"],
     ]
@@ -379,7 +379,7 @@ def test_list_paging(api, listed):
         {"bbox": "1,2,3"},
         {"bbox": "106.9,-6.1,106.8,-6.2"},
         {"from": "yesterday"},
-        {"from": "2021-03-05", "to": "2021-03-01"},
+        {"from": "2003-03-05", "to": "2003-03-01"},
         {"category": "ufo"},
         {"status": "lost"},
     ],
@@ -391,10 +391,10 @@ def test_list_bad_parameters_are_4xx(api, params):
 
 def test_times_are_shown_in_jakarta_time(api, listed):
     out = api.get(f"/reports/{listed['d']['id']}").json()
-    assert out["created_at"] == "2021-03-04T23:30:00+07:00"
-    post(api, report(106.8272, -6.1754, created_at="2021-02-01T01:00:00Z"))
-    utc = api.get("/reports", params={"from": "2021-02-01", "to": "2021-02-01"}).json()["items"]
-    assert [r["created_at"] for r in utc] == ["2021-02-01T08:00:00+07:00"]
+    assert out["created_at"] == "2003-03-04T23:30:00+07:00"
+    post(api, report(106.8272, -6.1754, created_at="2003-02-01T01:00:00Z"))
+    utc = api.get("/reports", params={"from": "2003-02-01", "to": "2003-02-01"}).json()["items"]
+    assert [r["created_at"] for r in utc] == ["2003-02-01T08:00:00+07:00"]
 
 
 # --------------------------------------------------------------------------- workflow
