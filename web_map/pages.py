@@ -298,6 +298,24 @@ def _config(ctx: PageContext, page: str, **extra: Any) -> dict:
     return config
 
 
+def _add_outline(m: Any, ctx: PageContext) -> None:
+    """Unfiltered kelurahan outlines: they give the map its shape when no basemap is used."""
+    if "kelurahan" not in ctx.available:
+        return
+    _vector(
+        m,
+        ctx,
+        "outline",
+        "kelurahan",
+        name=t("layer_outline", ctx.lang),
+        kind="outline",
+        show=True,
+        filters={},
+        filterable=False,
+        interactive=False,
+    )
+
+
 def _add_basemap(m: Any, ctx: PageContext) -> None:
     """The configured web basemap, off at start (never added when not configured)."""
     if ctx.basemap is None:
@@ -335,20 +353,7 @@ def map_page(ctx: PageContext) -> str:
     _add_basemap(m, ctx)
     filters = {k: ctx.query.get(k, "") for k in FILTER_KEYS}
     have = ctx.available
-    if "kelurahan" in have:
-        # unfiltered outlines give the map its shape when no basemap is used
-        _vector(
-            m,
-            ctx,
-            "outline",
-            "kelurahan",
-            name=t("layer_outline", lang),
-            kind="outline",
-            show=True,
-            filters={},
-            filterable=False,
-            interactive=False,
-        )
+    _add_outline(m, ctx)
     for key, show in (("hexes", True), ("rw", False), ("kelurahan", False)):
         if key in have:
             _vector(
@@ -426,19 +431,7 @@ def opd_page(ctx: PageContext, opd: str | None, opd_name: str | None, role: str)
     if opd:
         filters["opd"] = opd
     have = ctx.available
-    if "kelurahan" in have:
-        _vector(
-            m,
-            ctx,
-            "outline",
-            "kelurahan",
-            name=t("layer_outline", lang),
-            kind="outline",
-            show=True,
-            filters={},
-            filterable=False,
-            interactive=False,
-        )
+    _add_outline(m, ctx)
     if "hexes" in have:
         _vector(
             m,
