@@ -51,6 +51,7 @@ from pyproj import Transformer
 
 from gis.boundaries import METRIC_CRS
 from layers.jakwifi import COLUMNS as HOTSPOT_COLUMNS
+from layers.jakwifi import PLACE_COLUMNS as HOTSPOT_PLACE_COLUMNS
 from petalapor.errors import DataError, InvalidParameterError, NotFoundError
 
 #: Snapping tolerance (metres, UTM 48S) of hotspots to RW / kelurahan, as for reports.
@@ -486,16 +487,7 @@ def _hotspot_rows(
         ].to_dict("records")
     ]
     snapped_place = snapped["kelurahan_code"].notna().to_numpy()
-    for col in (
-        "kota",
-        "kota_code",
-        "kecamatan",
-        "kecamatan_code",
-        "kelurahan",
-        "kelurahan_code",
-        "rw",
-        "rw_code",
-    ):
+    for col in HOTSPOT_PLACE_COLUMNS:
         # snapped points take the boundaries' codes and names (rw empty on kelurahan-only snaps)
         out[col] = np.where(
             snapped_place, snapped[col].to_numpy(dtype=object), out[col].to_numpy(dtype=object)

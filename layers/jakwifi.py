@@ -78,10 +78,8 @@ COLUMN_ALIASES: Mapping[str, tuple[str, ...]] = {
     "rw_code": ("rw_code", "kode_rw", "rw_id"),
     "synthetic": ("synthetic", "sintetis"),
 }
-#: Columns of every hotspot frame (importer output and generator output).
-COLUMNS: tuple[str, ...] = (
-    "id",
-    "name",
+#: Where a hotspot is: city, kecamatan, kelurahan and RW, names and codes.
+PLACE_COLUMNS: tuple[str, ...] = (
     "kota",
     "kota_code",
     "kecamatan",
@@ -90,6 +88,12 @@ COLUMNS: tuple[str, ...] = (
     "kelurahan_code",
     "rw",
     "rw_code",
+)
+#: Columns of every hotspot frame (importer output and generator output).
+COLUMNS: tuple[str, ...] = (
+    "id",
+    "name",
+    *PLACE_COLUMNS,
     "address",
     "synthetic",
     "geometry",
