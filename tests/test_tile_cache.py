@@ -7,6 +7,7 @@ import time
 import h3
 import mapbox_vector_tile
 import morecantile
+import numpy as np
 import psycopg
 import pytest
 import shapely
@@ -414,3 +415,50 @@ def test_reports_with_invalid_h3_cells_do_not_break_the_refresh(client, tile_db)
     with psycopg.connect(tile_db) as conn:
         assert conn.execute("SELECT count(*) FROM tile_hex_cells WHERE h3 = 0").fetchone()[0] == 0
         assert conn.execute("SELECT count(*) FROM tile_changes").fetchone()[0] == 0
+
+
+def test_incremental_hex_refresh_equals_a_full_rebuild(client, tile_db):
+    """Changed cells find their reports through the cell envelope (no H3 index, 0009)."""
+    from gis.hexes import RESOLUTIONS, points_to_cells
+    from tiles.rollup import LOCK_KEY, ensure_cells, refresh_hex_stats
+
+    ctx = client.app.state.tiles.ctx
+    snapshot = (  # the mean position sums in scan order: equal to the millimetre
+        "SELECT scope, res, h3, h3_hex, count, open, resolved, resolved_share, median_days, "
+        "within_7d_share, top_category, round(cx::numeric, 3), round(cy::numeric, 3), "
+        "ST_AsEWKB(geom) FROM tile_hex_stats ORDER BY scope, res, h3"
+    )
+    with psycopg.connect(tile_db) as conn, conn.transaction(force_rollback=True):
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+        conn.execute("ALTER TABLE reports DISABLE TRIGGER USER")  # this test refreshes itself
+        picked = conn.execute(
+            "SELECT id, ST_X(geom), ST_Y(geom), h3_r7, h3_r8, h3_r9, h3_r10, h3_r11 "
+            "FROM reports ORDER BY id LIMIT 40"
+        ).fetchall()
+        touched: dict[int, set[int]] = {r: set() for r in RESOLUTIONS}
+        for row in picked:
+            for i, res in enumerate(RESOLUTIONS):
+                touched[res].add(row[3 + i])
+        # half change status, half move about 1.5 km east (other cells at every resolution)
+        ids = [r[0] for r in picked]
+        conn.execute(
+            "UPDATE reports SET status = 'selesai', resolved_at = created_at + interval '2 days' "
+            "WHERE id = ANY(%s)",
+            (ids[:20],),
+        )
+        for row in picked[20:]:
+            lon, lat = row[1] + 0.0135, row[2]
+            cells = points_to_cells(np.array([lon]), np.array([lat]))
+            for res in RESOLUTIONS:
+                touched[res].add(int(cells[res][0]))
+            conn.execute(
+                "UPDATE reports SET geom = ST_SetSRID(ST_MakePoint(%s, %s), 4326), h3_r7 = %s, "
+                "h3_r8 = %s, h3_r9 = %s, h3_r10 = %s, h3_r11 = %s WHERE id = %s",
+                (lon, lat, *(int(cells[r][0]) for r in RESOLUTIONS), row[0]),
+            )
+        ensure_cells(conn, touched)
+        refresh_hex_stats(conn, ctx, touched)
+        incremental = conn.execute(snapshot).fetchall()
+        refresh_hex_stats(conn, ctx)
+        assert conn.execute(snapshot).fetchall() == incremental
+        assert len(incremental) > 100

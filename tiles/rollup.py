@@ -168,15 +168,48 @@ def ensure_cells(conn: psycopg.Connection, cells: Mapping[int, Iterable[int]] | 
 # --------------------------------------------------------------------------- statistics
 
 
+#: Degrees added around a cell's vertex envelope: its edges are great-circle
+#: arcs, which bow out of the straight lines between vertices by millimetres.
+_ENVELOPE_PAD = 1e-5
+
+
+def cell_envelopes(cells: Iterable[int]) -> dict[str, list]:
+    """``cells`` and their lon/lat envelopes (``x0``, ``y0``, ``x1``, ``y1``), padded.
+
+    A report stored in a cell lies inside the cell (``gis.hexes`` stores the
+    cell that contains the point), so inside this envelope: the incremental
+    refresh finds a cell's reports through the ``geom`` GiST index and checks
+    the cell column, with no index on the H3 columns (migration 0009).
+    """
+    out: dict[str, list] = {"cells": [], "x0": [], "y0": [], "x1": [], "y1": []}
+    for cell in cells:
+        text = h3.int_to_str(int(cell))
+        if not h3.is_valid_cell(text):  # no report holds it (cf. hex_cell_rows)
+            continue
+        ring = np.asarray(h3.cell_to_boundary(text), dtype="float64")
+        out["cells"].append(int(cell))
+        out["x0"].append(float(ring[:, 1].min()) - _ENVELOPE_PAD)
+        out["y0"].append(float(ring[:, 0].min()) - _ENVELOPE_PAD)
+        out["x1"].append(float(ring[:, 1].max()) + _ENVELOPE_PAD)
+        out["y1"].append(float(ring[:, 0].max()) + _ENVELOPE_PAD)
+    return out
+
+
 def _hex_insert(res: int, scope: str, subset: bool) -> sql.Composed:
+    col = sql.Identifier(f"h3_r{res}")
     conds = [sql.SQL("r.public")] if scope == "public" else []
-    if subset:
-        conds.append(sql.SQL("r.{} = ANY(%(cells)s)").format(sql.Identifier(f"h3_r{res}")))
+    source = sql.SQL("reports r")
+    if subset:  # each report joins its own cell's envelope only: no double counting
+        source = sql.SQL(
+            "unnest(%(cells)s::bigint[], %(x0)s::float8[], %(y0)s::float8[], %(x1)s::float8[], "
+            "%(y1)s::float8[]) AS e(h3, x0, y0, x1, y1) JOIN reports r "
+            "ON r.geom && ST_MakeEnvelope(e.x0, e.y0, e.x1, e.y1, 4326) AND r.{col} = e.h3"
+        ).format(col=col)
     cond = sql.SQL(" AND ").join(conds) if conds else sql.SQL("true")
     return sql.SQL(
         "INSERT INTO tile_hex_stats (scope, res, h3, h3_hex, {cols}, cx, cy, geom) "
         "SELECT {scope}, {res}, g.h3, lower(to_hex(g.h3)), {stats}, ST_X(g.p), ST_Y(g.p), c.geom "
-        "FROM (SELECT r.{col} AS h3, {aggs}, {mean} AS p FROM reports r WHERE {cond} GROUP BY "
+        "FROM (SELECT r.{col} AS h3, {aggs}, {mean} AS p FROM {source} WHERE {cond} GROUP BY "
         "r.{col}) g "
         "JOIN tile_hex_cells c ON c.res = {res} AND c.h3 = g.h3"
     ).format(
@@ -184,9 +217,10 @@ def _hex_insert(res: int, scope: str, subset: bool) -> sql.Composed:
         scope=sql.Literal(scope),
         res=sql.Literal(res),
         stats=stats_output("g"),
-        col=sql.Identifier(f"h3_r{res}"),
+        col=col,
         aggs=stats_aggregates("r"),
         mean=mean_position("r"),
+        source=source,
         cond=cond,
     )
 
@@ -201,7 +235,9 @@ def refresh_hex_stats(
         )
         if subset is not None and not subset:
             continue
-        params: dict[str, object] = {**stats_params(ctx), "cells": subset}
+        params: dict[str, object] = {**stats_params(ctx)}
+        if subset is not None:
+            params.update(cell_envelopes(subset))
         if subset is None:
             conn.execute("DELETE FROM tile_hex_stats WHERE res = %s", (res,))
         else:
