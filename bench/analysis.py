@@ -25,6 +25,8 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from db.cluster import create_database
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import db  # noqa: E402
@@ -61,7 +63,7 @@ def bench_database(bset, frame) -> tuple[str, float]:
         conn.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(BENCH_DB))
         )
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(BENCH_DB)))
+        create_database(conn, BENCH_DB)
     url = psycopg.conninfo.make_conninfo(base, dbname=BENCH_DB)
     migrate(url)
     store_boundary_set(url, bset)

@@ -19,6 +19,7 @@ from psycopg import sql
 
 import db
 from db.boundaries import current_set, store_boundary_set
+from db.cluster import create_database
 from db.migrate import migrate
 from gis.boundaries import build_boundary_set, load_manifest, sources_fingerprint
 from petalapor.settings import Settings
@@ -31,7 +32,7 @@ def bench_database() -> str:
     base = db.database_url(Settings(), migrate=False)
     with psycopg.connect(base, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(BENCH_DB)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(BENCH_DB)))
+        create_database(conn, BENCH_DB)
     url = psycopg.conninfo.make_conninfo(base, dbname=BENCH_DB)
     migrate(url)
     return url

@@ -46,7 +46,8 @@ from pathlib import Path
 
 import numpy as np
 import psycopg
-from psycopg import sql
+
+from db.cluster import create_database
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -97,7 +98,7 @@ def bench_database(n_reports: int, regenerate: bool) -> str:
     server = db.database_url(Settings(), migrate=False)
     with psycopg.connect(server, autocommit=True) as conn:
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (BENCH_DB,)).fetchone():
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(BENCH_DB)))
+            create_database(conn, BENCH_DB)
     info = psycopg.conninfo.conninfo_to_dict(server)
     host, port = info.get("host", "127.0.0.1"), info.get("port", 5432)
     url = f"postgresql://{info.get('user', 'postgres')}@{host}:{port}/{BENCH_DB}"

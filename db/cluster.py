@@ -25,8 +25,12 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from petalapor.errors import ClusterError
+
+if TYPE_CHECKING:
+    import psycopg
 
 #: What to install when the binaries are missing, per platform.
 INSTALL_HINT = (
@@ -234,7 +238,8 @@ class Cluster:
         self._run(
             [
                 binaries.tool("initdb"), "-D", str(self.data_dir), "-U", SUPERUSER,
-                "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", "--no-instructions",
+                "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", "--lc-collate=C",
+                "--no-instructions",
             ],
             "initdb",
         )
@@ -316,9 +321,31 @@ class Cluster:
         with psycopg.connect(self.dsn("postgres"), autocommit=True) as conn:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.dbname,)).fetchone()
             if not exists:
-                from psycopg import sql
+                create_database(conn, self.dbname)
 
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.dbname)))
+
+def create_database(conn: psycopg.Connection, name: str) -> None:
+    """``CREATE DATABASE name`` whose text sorts in byte order (collation "C").
+
+    ``conn`` is an autocommit connection to the server.  Byte order is the
+    order of glibc's C.UTF-8 (code point order), but PostgreSQL compares "C"
+    text with memcmp and abbreviated keys, not strcoll: index builds over text
+    codes (RW, kelurahan, external ids) take a third less time
+    (docs/benchmarks.md).  Encoding and character classes (upper/lower,
+    ILIKE) are template1's, as for a plain CREATE DATABASE.
+    """
+    from psycopg import sql
+
+    encoding, ctype = conn.execute(
+        "SELECT pg_encoding_to_char(encoding), datctype FROM pg_database "
+        "WHERE datname = 'template1'"
+    ).fetchone()
+    provider = "LOCALE_PROVIDER libc" if conn.info.server_version >= 150000 else ""
+    conn.execute(
+        sql.SQL(
+            "CREATE DATABASE {} TEMPLATE template0 ENCODING {} LC_COLLATE 'C' LC_CTYPE {} {}"
+        ).format(sql.Identifier(name), sql.Literal(encoding), sql.Literal(ctype), sql.SQL(provider))
+    )
 
 
 def _quote(arg: str) -> str:

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from db.cluster import Cluster
+from db.cluster import Cluster, create_database
 from db.migrate import migrate
 from petalapor.settings import PROJECT_ROOT, PathSettings, Settings
 
@@ -99,7 +99,7 @@ def make_database(dsn: str) -> Iterator:
     def make(migrated: bool = True) -> str:
         name = f"t_{uuid.uuid4().hex[:10]}"
         with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            create_database(conn, name)
         created.append(name)
         url = _server_url(dsn, name)
         if migrated:

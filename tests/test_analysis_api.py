@@ -13,6 +13,7 @@ import shapely
 from psycopg import sql
 
 from db.analysis import copy_reports
+from db.cluster import create_database
 from gis.metrics import MetricSpec, resolution_metrics
 from petalapor.catalog import sync_catalog
 from tests.analysis_data import demo_reports
@@ -28,7 +29,7 @@ def api_db(dsn, boundary_set):
 
     name = f"t_analysis_api_{np.random.default_rng().integers(1 << 30):x}"
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        create_database(conn, name)
     url = psycopg.conninfo.make_conninfo(dsn, dbname=name)
     migrate(url)
     store_boundary_set(url, boundary_set)

@@ -46,6 +46,22 @@ def test_start_stop_restart_keeps_data(own_cluster: Cluster):
         assert conn.execute("SELECT x FROM kept").fetchone() == (42,)
     status = own_cluster.status()
     assert status["running"] and status["initialised"]
+    with psycopg.connect(own_cluster.dsn()) as conn:  # text sorts by bytes, classes stay UTF-8
+        assert conn.execute(
+            "SELECT datcollate, datctype FROM pg_database WHERE datname = current_database()"
+        ).fetchone() == ("C", "C.UTF-8")
+        words = ["b", "A", "é", "a", "Z", "_", "1", "中"]
+        ordered = conn.execute("SELECT array_agg(w ORDER BY w) FROM unnest(%s::text[]) w", (words,))
+        assert ordered.fetchone()[0] == sorted(words)  # Python: code point order
+        assert conn.execute("SELECT upper('é')").fetchone()[0] == "É"
+
+
+def test_made_databases_sort_text_by_bytes(make_database):
+    with psycopg.connect(make_database(migrated=False)) as conn:
+        row = conn.execute(
+            "SELECT datcollate FROM pg_database WHERE datname = current_database()"
+        ).fetchone()
+    assert row == ("C",)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only meaningful when tests run as root")

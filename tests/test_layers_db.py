@@ -27,6 +27,7 @@ from rasterio.io import MemoryFile
 from rio_cogeo.cogeo import cog_validate
 
 from db import layers as store
+from db.cluster import create_database
 from db.migrate import migrate
 from layers.ispu import CATEGORIES, load_stations, read_ispu_csv
 from layers.jakwifi import PUBLISHED_COUNTS
@@ -50,7 +51,7 @@ def _new_database(dsn: str, boundary_set) -> str:
 
     name = f"t_layers_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        create_database(conn, name)
     # a URL (not key=value), so it can also serve as DATABASE_URL for the CLI
     url = urllib.parse.urlsplit(dsn)._replace(path=f"/{name}").geturl()
     migrate(url)

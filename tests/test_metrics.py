@@ -12,6 +12,7 @@ from psycopg import sql
 
 from db.analysis import copy_reports
 from db.analysis import resolution_metrics as sql_metrics
+from db.cluster import create_database
 from gis.metrics import (
     FLOAT_COLUMNS,
     METRIC_COLUMNS,
@@ -213,7 +214,7 @@ def demo_db(request) -> tuple[str, pd.DataFrame]:
     dsn = request.getfixturevalue("dsn")
     name = f"t_metrics_{np.random.default_rng().integers(1 << 30):x}"
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        create_database(conn, name)
     url = psycopg.conninfo.make_conninfo(dsn, dbname=name)
     from db.migrate import migrate
 

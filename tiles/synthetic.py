@@ -23,6 +23,7 @@ import psycopg
 import shapely
 from psycopg import sql
 
+from db.cluster import create_database
 from gis.hexes import points_to_cells
 from petalapor.catalog import get_catalog
 
@@ -172,7 +173,7 @@ def tile_test_database(
 
     name = f"t_tiles_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(server_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        create_database(conn, name)
     url = _database_url(server_dsn, name)
     try:
         migrate(url)
