@@ -462,3 +462,32 @@ def test_incremental_hex_refresh_equals_a_full_rebuild(client, tile_db):
         refresh_hex_stats(conn, ctx)
         assert conn.execute(snapshot).fetchall() == incremental
         assert len(incremental) > 100
+
+
+def test_change_messages_carry_the_changed_layers():
+    from tiles.rollup import ChangeBatch, parse_message
+
+    (payload,) = ChangeBatch(rows=1, layers=["hotspots", "jakwifi"]).messages("srv")
+    assert parse_message(payload).layers == ["hotspots", "jakwifi"]
+    assert parse_message('{"src":"old","full":false,"b":false,"fp":[]}').layers == []
+
+
+@pytest.mark.parametrize(
+    ("layer", "change"),
+    [
+        ("jakwifi", "UPDATE layer_jakwifi SET name = name WHERE false"),
+        ("hotspots", "DELETE FROM analysis_hotspots"),
+        ("ispu_stations", "UPDATE layer_ispu_stations SET name = name"),
+    ],
+)
+def test_a_changed_context_layer_drops_its_cached_tiles(client, tile_db, layer, change):
+    """Any statement on the layer's table (import, hotspots --store, psql) reaches the cache."""
+    service = client.app.state.tiles
+    z, x, y = tile_of(106.8272, -6.1754, 12)
+    assert client.get(url(layer, z, x, y)).status_code in (200, 204)
+    assert client.get(url("hexes", z, x, y)).status_code in (200, 204)
+    assert {layer, "hexes"} <= {k.layer for k in service.cache.keys()}
+    with psycopg.connect(tile_db) as conn:
+        conn.execute(change)
+    wait_until(lambda: not any(k.layer == layer for k in service.cache.keys()))
+    assert any(k.layer == "hexes" for k in service.cache.keys())  # reports did not change

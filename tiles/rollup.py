@@ -2,7 +2,8 @@
 
 Triggers on ``reports`` (migration 0005) queue every changed report version
 in ``tile_changes`` and ``NOTIFY petalapor_reports``; a statement touching
-more than 10,000 rows (a bulk import) queues one ``full`` row instead.
+more than 10,000 rows (a bulk import) queues one ``full`` row instead, and a
+change to a context layer's table one ``layer`` row (migration 0010).
 :func:`process_changes` drains the queue under an advisory lock (so two
 processes never refresh the same roll-up from different snapshots):
 
@@ -68,6 +69,7 @@ class ChangeBatch:
     full: bool = False
     boundaries: bool = False
     footprints: list[Footprint] = field(default_factory=list)
+    layers: list[str] = field(default_factory=list)  # context layers whose table changed
     seconds: float = 0.0
 
     @property
@@ -81,6 +83,7 @@ class ChangeBatch:
             "src": source,
             "full": self.full or len(self.footprints) > MAX_FOOTPRINTS,
             "b": self.boundaries,
+            "l": self.layers,
         }
         if base["full"] or not self.footprints:
             return [json.dumps(base | {"fp": []}, separators=(",", ":"))]
@@ -105,6 +108,7 @@ def parse_message(payload: str) -> ChangeBatch:
         full=bool(data.get("full")),
         boundaries=bool(data.get("b")),
         footprints=[Footprint.from_json(item) for item in data.get("fp", ())],
+        layers=[str(name) for name in data.get("l", ())],
     )
 
 
@@ -319,7 +323,7 @@ def area_boxes(
 
 _DRAIN = (
     "DELETE FROM tile_changes RETURNING kind, lon, lat, h3_r7, h3_r8, h3_r9, h3_r10, h3_r11, "
-    "rw_code, kelurahan_code"
+    "rw_code, kelurahan_code, layer"
 )
 
 
@@ -350,6 +354,7 @@ def process_changes(conn: psycopg.Connection, ctx: TileContext, *, source: str =
         batch.rows = len(rows)
         kinds = {r[0] for r in rows}
         batch.boundaries = "boundaries" in kinds
+        batch.layers = sorted({r[10] for r in rows if r[0] == "layer"})
         if "full" in kinds:
             batch.full = True
             rebuild(conn, ctx)

@@ -308,6 +308,8 @@ class TileService:
             self._bounds = None
             self._shapes.clear()
             dropped += self.cache.invalidate_layers(["kelurahan", "rw"])
+        if batch.layers:
+            dropped += self.cache.invalidate_layers(batch.layers)
         return dropped
 
     def drop_report_tiles(self) -> int:

@@ -38,7 +38,6 @@ from db import analysis
 from gis import hotspots as hs
 from gis import metrics as gm
 from gis import overlay as ov
-from layers.registry import register
 from petalapor.catalog import (
     COORDINATION_TARGET_HOURS,
     RESOLUTION_TARGET_DAYS,
@@ -650,7 +649,3 @@ class AnalysisFactory:
                     "resolutions": resolutions,
                 }
             )
-
-
-# The `hotspots` tile layer: the tiles engine serves every vector layer of the registry.
-register(analysis.hotspots_layer(), replace=True)
