@@ -659,3 +659,13 @@ def test_fast_path_and_route_give_the_same_answer(client, keys, hot):
     assert (
         client.get(f"/tiles/reports/{z}/{x}/{y}.mvt").status_code == 403
     )  # errors come from the route
+
+
+def test_a_tile_service_without_the_app_auth_serves_the_public_only():
+    from petalapor.errors import AuthenticationError
+    from tiles.viewer import PUBLIC, public_only
+
+    assert public_only({}) == PUBLIC
+    for headers in ({"x-api-key": "pl_anything"}, {"authorization": "Bearer pl_anything"}):
+        with pytest.raises(AuthenticationError, match="checks no API keys"):
+            public_only(headers)

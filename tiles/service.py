@@ -36,7 +36,7 @@ from tiles.listener import ChangeListener
 from tiles.rollup import ChangeBatch, parse_message, process_changes
 from tiles.settings import TileSettings
 from tiles.tms import H3_RESOLUTIONS, JAKARTA_BOUNDS, Box, Tile, mercator_box, tile_range
-from tiles.viewer import KeyResolver, Resolver, ViewerLike, cache_role, is_privileged
+from tiles.viewer import Resolver, ViewerLike, cache_role, is_privileged, public_only
 
 log = logging.getLogger("petalapor.tiles")
 
@@ -104,7 +104,8 @@ class TileService:
     dsn
         Database URL for the LISTEN thread; without it nothing listens.
     resolver
-        Headers -> viewer (default :class:`tiles.viewer.KeyResolver` from the settings).
+        Headers -> viewer (default :func:`tiles.viewer.public_only`; the app passes
+        :class:`api.auth.MemoResolver`).
     """
 
     def __init__(
@@ -134,9 +135,7 @@ class TileService:
             self.settings.heatmap_scale,
             self.settings.heatmap_maxzoom,
         )
-        self.resolver: Resolver = resolver or KeyResolver(
-            self.settings.admin_keys, self.settings.opd_keys
-        )
+        self.resolver: Resolver = resolver or public_only
         #: The middleware answers cache hits itself only while this is True.
         self.fast_path = True
         self.instance = uuid.uuid4().hex[:12]

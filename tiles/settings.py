@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class TileSettings(BaseSettings):
-    """Vector tiles, heatmap, cache and the default key check.
+    """Vector tiles, heatmap and cache.
 
-    Keys: ``PETALAPOR_TILES_ADMIN_KEYS=k1,k2`` and
-    ``PETALAPOR_TILES_OPD_KEYS=DBM:k3,DSDA:k4`` (OPD code, colon, key).  They
-    only feed the minimal default viewer resolver (:mod:`tiles.viewer`); the
-    auth system replaces it.
+    API keys are not set here: the app resolves tile viewers from the
+    ``api_keys`` table (``petalapor keys create``, :class:`api.auth.MemoResolver`).
     """
 
     model_config = SettingsConfigDict(
@@ -41,10 +39,6 @@ class TileSettings(BaseSettings):
         True, description="LISTEN for report changes (rollup refresh + invalidation)."
     )
     fast_render: bool = Field(True, description="The tile fast path renders cache misses too.")
-    admin_keys: Annotated[tuple[str, ...], NoDecode] = ()
-    opd_keys: Annotated[dict[str, str], NoDecode] = Field(
-        default_factory=dict, description="key -> OPD code"
-    )
     heatmap_bandwidth_m: float = Field(
         400.0, gt=0, le=5000, description="Gaussian kernel sigma, metres."
     )
@@ -53,30 +47,3 @@ class TileSettings(BaseSettings):
     )
     heatmap_scale: Literal["linear", "sqrt"] = "sqrt"
     heatmap_maxzoom: int = Field(17, ge=0, le=22)
-
-    @field_validator("admin_keys", mode="before")
-    @classmethod
-    def _split_keys(cls, value: object) -> object:
-        if isinstance(value, str):
-            return tuple(k.strip() for k in value.split(",") if k.strip())
-        return value
-
-    @field_validator("opd_keys", mode="before")
-    @classmethod
-    def _split_opd_keys(cls, value: object) -> object:
-        if isinstance(value, str):
-            pairs = {}
-            for item in filter(None, (p.strip() for p in value.split(","))):
-                opd, sep, key = item.partition(":")
-                if not sep or not opd.strip() or not key.strip():
-                    raise ValueError(f"OPD keys are OPD:key pairs, got {item!r}")
-                pairs[key.strip()] = opd.strip()
-            return pairs
-        return value
-
-    @model_validator(mode="after")
-    def _check(self) -> "TileSettings":
-        overlap = set(self.admin_keys) & set(self.opd_keys)
-        if overlap:
-            raise ValueError("a key cannot be both an admin key and an OPD key")
-        return self

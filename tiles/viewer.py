@@ -16,17 +16,16 @@ replace the default without touching the tile code:
   Viewer.  When it is swapped without also giving the service a resolver,
   the middleware's fast path serves public (key-less) requests only.
 
-The default, :class:`KeyResolver`, is the minimal stand-in assumed until the
-auth system lands: **public unless a valid key** is sent as ``X-API-Key:
-<key>`` or ``Authorization: Bearer <key>``; keys come from
-``PETALAPOR_TILES_ADMIN_KEYS`` / ``PETALAPOR_TILES_OPD_KEYS``.  A key that is
-sent but unknown is a 401, not a silent downgrade to public.  Keys in query
-strings are not accepted (they leak into logs and shared caches).
+The app (``api/app.py``) passes :class:`api.auth.MemoResolver`, which checks
+``X-API-Key: <key>``, ``Authorization: Bearer <key>`` or the session cookie
+against the ``api_keys`` table.  A tile service built without it uses
+:func:`public_only`.  A key that is sent but unknown is a 401, not a silent
+downgrade to public.  Keys in query strings are not accepted (they leak into
+logs and shared caches).
 """
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -95,27 +94,17 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
     return None
 
 
-class KeyResolver:
-    """Default resolver: static admin and OPD keys from settings, public without a key."""
+def public_only(headers: Mapping[str, str]) -> Viewer:
+    """Default resolver of a tile service built without the app's auth: public viewers only.
 
-    def __init__(
-        self, admin_keys: tuple[str, ...] = (), opd_keys: Mapping[str, str] | None = None
-    ) -> None:
-        self._admin = tuple(admin_keys)
-        self._opd = dict(opd_keys or {})
-
-    def __call__(self, headers: Mapping[str, str]) -> Viewer:
-        """Resolve the request headers to a Viewer (AuthenticationError for an unknown key)."""
-        key = presented_key(headers)
-        if key is None:
-            return PUBLIC
-        for admin in self._admin:
-            if hmac.compare_digest(key.encode(), admin.encode()):
-                return Viewer("admin")
-        for opd_key, opd in self._opd.items():
-            if hmac.compare_digest(key.encode(), opd_key.encode()):
-                return Viewer("opd", opd)
-        raise AuthenticationError("unknown or revoked key")
+    A request that presents a key gets a 401: this service cannot check it, and
+    serving it the public variant silently would hide the mistake.
+    """
+    if presented_key(headers) is not None:
+        raise AuthenticationError(
+            "this tile service checks no API keys (the app's auth does: api.auth.MemoResolver)"
+        )
+    return PUBLIC
 
 
 async def get_viewer(request: Request) -> ViewerLike:
