@@ -858,6 +858,25 @@ def reading_rows(
         return cur.execute(query, params).fetchall()
 
 
+def sync_registry(conn: psycopg.Connection) -> list[str]:
+    """Make the layer registry describe what is stored; returns the layers re-registered.
+
+    The ``jakwifi`` description (title, attribution, licence) says SYNTHETIC
+    until a real export is imported.  Tile servers call this at start and when
+    a layer's table changed (migration 0010), so the tile catalogue and
+    TileJSON attribution follow an import made by any process.
+    """
+    from layers import registry
+    from layers.jakwifi import jakwifi_layer
+
+    imp = current_import(conn, "jakwifi")
+    synthetic = True if imp is None else bool(imp["synthetic"])
+    if registry.get("jakwifi").synthetic == synthetic:
+        return []
+    registry.register(jakwifi_layer(synthetic=synthetic), replace=True)
+    return ["jakwifi"]
+
+
 def current_import(conn: psycopg.Connection, layer: str) -> dict[str, Any] | None:
     """The current ``layer_imports`` row of a layer (``jakwifi``, ``ispu``), or None."""
     with conn.cursor(row_factory=dict_row) as cur:

@@ -491,3 +491,33 @@ def test_a_changed_context_layer_drops_its_cached_tiles(client, tile_db, layer, 
         conn.execute(change)
     wait_until(lambda: not any(k.layer == layer for k in service.cache.keys()))
     assert any(k.layer == "hexes" for k in service.cache.keys())  # reports did not change
+
+
+def test_the_served_jakwifi_attribution_follows_the_stored_import(client, tile_db):
+    """A real export imported by another process: TileJSON stops saying SYNTHETIC."""
+    from layers import registry
+    from layers.jakwifi import jakwifi_layer
+
+    def attribution() -> str:
+        return client.get("/tiles/jakwifi.json").json()["attribution"]
+
+    assert "SYNTHETIC" in attribution()
+    with psycopg.connect(tile_db) as conn:
+        before = conn.execute(
+            "SELECT id FROM layer_imports WHERE layer = 'jakwifi' AND is_current"
+        ).fetchone()
+    try:
+        with psycopg.connect(tile_db) as conn:  # what db.layers.import_jakwifi writes
+            conn.execute("UPDATE layer_imports SET is_current = false WHERE layer = 'jakwifi'")
+            conn.execute(
+                "INSERT INTO layer_imports (layer, source_file, synthetic, is_current) "
+                "VALUES ('jakwifi', 'jakwifi_export.csv', false, true)"
+            )
+            conn.execute("DELETE FROM layer_jakwifi")
+        wait_until(lambda: "Satu Data Jakarta" in attribution())
+    finally:
+        with psycopg.connect(tile_db) as conn:
+            conn.execute("DELETE FROM layer_imports WHERE source_file = 'jakwifi_export.csv'")
+            if before:
+                conn.execute("UPDATE layer_imports SET is_current = true WHERE id = %s", before)
+        registry.register(jakwifi_layer(), replace=True)

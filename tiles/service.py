@@ -150,6 +150,7 @@ class TileService:
     def start(self) -> None:
         """Bring the roll-ups up to date, then listen (with a DSN and ``listen`` on)."""
         cache_module.on_report_change.append(self.invalidate_point)
+        self.sync_registry()
         if self.settings.listen and self.dsn:
             self.listener = ChangeListener(
                 self.dsn, self.process_changes, self.on_message, self.drop_report_tiles
@@ -308,8 +309,22 @@ class TileService:
             self._shapes.clear()
             dropped += self.cache.invalidate_layers(["kelurahan", "rw"])
         if batch.layers:
+            self.sync_registry()
             dropped += self.cache.invalidate_layers(batch.layers)
         return dropped
+
+    def sync_registry(self) -> None:
+        """Layer descriptions that depend on stored data (JakWifi real or synthetic)."""
+        from db.layers import sync_registry
+
+        try:
+            with self.pool.connection() as conn:
+                changed = sync_registry(conn)
+        except Exception:  # noqa: BLE001 - a description must never stop the tiles
+            log.exception("layer registry sync failed; descriptions may be stale")
+            return
+        if changed:
+            log.info("layer descriptions updated from the database: %s", ", ".join(changed))
 
     def drop_report_tiles(self) -> int:
         """Drop every report-derived tile and forget the heatmap colour scales."""
