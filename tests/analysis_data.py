@@ -10,6 +10,9 @@ not available, and for planted patterns.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import geopandas as gpd
 import numpy as np
 import pandas as pd
@@ -191,3 +194,40 @@ def demo_reports(frames: dict[str, gpd.GeoDataFrame], n: int, seed: int) -> pd.D
     for col in ("kecamatan_code", "kota_code"):
         frame[col] = frame[col].astype(object).where(frame[col].notna(), None)
     return frame
+
+
+@contextmanager
+def demo_database(
+    dsn: str,
+    boundary_set,
+    n: int,
+    seed: int,
+    prefix: str,  # noqa: ANN001 - BoundarySet
+) -> Iterator[tuple[str, pd.DataFrame]]:
+    """``(url, frame)``: a throw-away database with real boundaries and ``n`` demo-like reports."""
+    import psycopg
+    from psycopg import sql
+
+    from db.analysis import copy_reports
+    from db.boundaries import store_boundary_set
+    from db.cluster import create_database
+    from db.migrate import migrate
+    from petalapor.catalog import sync_catalog
+
+    name = f"{prefix}_{np.random.default_rng().integers(1 << 30):x}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        create_database(conn, name)
+    url = psycopg.conninfo.make_conninfo(dsn, dbname=name)
+    try:
+        migrate(url)
+        store_boundary_set(url, boundary_set)
+        frame = demo_reports(boundary_set.frames, n, seed=seed)
+        with psycopg.connect(url) as conn:
+            sync_catalog(conn)
+            copy_reports(conn, frame)
+        yield url, frame
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )

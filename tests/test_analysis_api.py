@@ -10,13 +10,9 @@ import pandas as pd
 import psycopg
 import pytest
 import shapely
-from psycopg import sql
 
-from db.analysis import copy_reports
-from db.cluster import create_database
 from gis.metrics import MetricSpec, resolution_metrics
-from petalapor.catalog import sync_catalog
-from tests.analysis_data import demo_reports
+from tests.analysis_data import demo_database
 
 AS_OF = "2026-11-01T00:00:00+07:00"
 
@@ -24,24 +20,8 @@ AS_OF = "2026-11-01T00:00:00+07:00"
 @pytest.fixture(scope="module")
 def api_db(dsn, boundary_set):
     """A throw-away database: real boundaries and 6,000 demo-like reports."""
-    from db.boundaries import store_boundary_set
-    from db.migrate import migrate
-
-    name = f"t_analysis_api_{np.random.default_rng().integers(1 << 30):x}"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        create_database(conn, name)
-    url = psycopg.conninfo.make_conninfo(dsn, dbname=name)
-    migrate(url)
-    store_boundary_set(url, boundary_set)
-    frame = demo_reports(boundary_set.frames, 6000, seed=5)
-    with psycopg.connect(url) as conn:
-        sync_catalog(conn)
-        copy_reports(conn, frame)
-    yield url, frame
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
+    with demo_database(dsn, boundary_set, 6000, seed=5, prefix="t_analysis_api") as made:
+        yield made
 
 
 @pytest.fixture(scope="module")

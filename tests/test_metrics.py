@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
 import psycopg
 import pytest
-from psycopg import sql
 
 from db.analysis import copy_reports
 from db.analysis import resolution_metrics as sql_metrics
-from db.cluster import create_database
 from gis.metrics import (
     FLOAT_COLUMNS,
     METRIC_COLUMNS,
@@ -23,7 +22,7 @@ from gis.metrics import (
 )
 from petalapor.catalog import sync_catalog
 from petalapor.errors import InvalidParameterError
-from tests.analysis_data import demo_reports
+from tests.analysis_data import demo_database
 
 AS_OF = pd.Timestamp("2025-03-01T00:00:00+07:00")
 DAY = pd.Timedelta(days=1)
@@ -206,29 +205,10 @@ def test_bad_specs_raise() -> None:
 
 
 @pytest.fixture(scope="module")
-def demo_db(request) -> tuple[str, pd.DataFrame]:
-    """Demo-like reports (gis.demo when present) in a throw-away database with real boundaries."""
-    from db.boundaries import store_boundary_set
-
-    boundary_set = request.getfixturevalue("boundary_set")
-    dsn = request.getfixturevalue("dsn")
-    name = f"t_metrics_{np.random.default_rng().integers(1 << 30):x}"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        create_database(conn, name)
-    url = psycopg.conninfo.make_conninfo(dsn, dbname=name)
-    from db.migrate import migrate
-
-    migrate(url)
-    store_boundary_set(url, boundary_set)
-    frame = demo_reports(boundary_set.frames, 20_000, seed=11)
-    with psycopg.connect(url) as conn:
-        sync_catalog(conn)
-        copy_reports(conn, frame)
-    yield url, frame
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
+def demo_db(dsn, boundary_set) -> Iterator[tuple[str, pd.DataFrame]]:
+    """Demo-like reports in a throw-away database with real boundaries."""
+    with demo_database(dsn, boundary_set, 20_000, seed=11, prefix="t_metrics") as made:
+        yield made
 
 
 def assert_same(py: pd.DataFrame, sq: pd.DataFrame) -> None:
@@ -279,4 +259,7 @@ def test_text_key_fallback_gives_the_same_table(demo_db) -> None:
         hashed = _fetch(conn, *metrics_query(spec, hashed=True))
         plain = _fetch(conn, *metrics_query(spec, hashed=False))
     assert not any(row[-1] for row in hashed)  # no collision in practice
-    assert_same(_metrics_frame([r[:-1] for r in hashed], spec), _metrics_frame([r[:-1] for r in plain], spec))
+    assert_same(
+        _metrics_frame([r[:-1] for r in hashed], spec),
+        _metrics_frame([r[:-1] for r in plain], spec),
+    )
