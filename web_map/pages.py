@@ -273,6 +273,30 @@ def _vector(m: Any, ctx: PageContext, key: str, layer: str | None = None, **kwar
     return _vector_layer(m, key, _tile_url(layer), zooms=ctx.zooms.get(layer), **kwargs)
 
 
+def _vectors(
+    m: Any, ctx: PageContext, filters: Mapping[str, str], specs: list[tuple[str, str, bool]]
+) -> None:
+    """Add each available layer of ``specs`` ``(key, kind, shown)``, named in the page language.
+
+    Report layers follow the page's filters; point layers (JakWifi, ISPU
+    stations) are context and take none.
+    """
+    for key, kind, show in specs:
+        if key not in ctx.available:
+            continue
+        filterable = kind != "points"
+        _vector(
+            m,
+            ctx,
+            key,
+            name=t(f"layer_{key}", ctx.lang),
+            kind=kind,
+            show=show,
+            filters=filters if filterable else {},
+            filterable=filterable,
+        )
+
+
 def _tile_url(layer: str) -> str:
     return f"/tiles/{layer}/{{z}}/{{x}}/{{y}}.mvt"
 
@@ -354,17 +378,16 @@ def map_page(ctx: PageContext) -> str:
     filters = {k: ctx.query.get(k, "") for k in FILTER_KEYS}
     have = ctx.available
     _add_outline(m, ctx)
-    for key, show in (("hexes", True), ("rw", False), ("kelurahan", False)):
-        if key in have:
-            _vector(
-                m,
-                ctx,
-                key,
-                name=t(f"layer_{key}", lang),
-                kind="choropleth",
-                show=show,
-                filters=filters,
-            )
+    _vectors(
+        m,
+        ctx,
+        filters,
+        [
+            ("hexes", "choropleth", True),
+            ("rw", "choropleth", False),
+            ("kelurahan", "choropleth", False),
+        ],
+    )
     if "heatmap" in have:
         _raster_layer(
             m,
@@ -376,16 +399,7 @@ def map_page(ctx: PageContext) -> str:
             filterable=True,
             zooms=ctx.zooms.get("heatmap"),
         )
-    if "hotspots" in have:
-        _vector(
-            m,
-            ctx,
-            "hotspots",
-            name=t("layer_hotspots", lang),
-            kind="hotspots",
-            show=False,
-            filters=filters,
-        )
+    _vectors(m, ctx, filters, [("hotspots", "hotspots", False)])
     if "ispu_surface" in have and ctx.urls.get("ispu_surface"):
         _raster_layer(
             m,
@@ -398,18 +412,7 @@ def map_page(ctx: PageContext) -> str:
             opacity=0.6,
             zooms=ctx.zooms.get("ispu_surface"),
         )
-    for key in ("jakwifi", "ispu_stations"):
-        if key in have:
-            _vector(
-                m,
-                ctx,
-                key,
-                name=t(f"layer_{key}", lang),
-                kind="points",
-                show=False,
-                filters={},
-                filterable=False,
-            )
+    _vectors(m, ctx, filters, [("jakwifi", "points", False), ("ispu_stations", "points", False)])
     folium.LayerControl(collapsed=False, position="topright").add_to(m)
     metric = ctx.query.get("metric") or "count"
     m.add_child(
@@ -430,28 +433,8 @@ def opd_page(ctx: PageContext, opd: str | None, opd_name: str | None, role: str)
     filters = {k: ctx.query.get(k, "") for k in FILTER_KEYS}
     if opd:
         filters["opd"] = opd
-    have = ctx.available
     _add_outline(m, ctx)
-    if "hexes" in have:
-        _vector(
-            m,
-            ctx,
-            "hexes",
-            name=t("layer_hexes", lang),
-            kind="choropleth",
-            show=False,
-            filters=filters,
-        )
-    if "hotspots" in have:
-        _vector(
-            m,
-            ctx,
-            "hotspots",
-            name=t("layer_hotspots", lang),
-            kind="hotspots",
-            show=True,
-            filters=filters,
-        )
+    _vectors(m, ctx, filters, [("hexes", "choropleth", False), ("hotspots", "hotspots", True)])
     # the reports themselves, clustered by leaflet.markercluster (filled by PL.opdReports)
     cluster = folium.FeatureGroup(name=t("layer_reports", lang), overlay=True, show=True)
     cluster.add_to(m)
