@@ -54,6 +54,8 @@ from layers.jakwifi import COLUMNS as HOTSPOT_COLUMNS
 from layers.jakwifi import PLACE_COLUMNS as HOTSPOT_PLACE_COLUMNS
 from petalapor.errors import DataError, InvalidParameterError, NotFoundError
 
+#: The file's own place columns kept in ``layer_jakwifi.source`` (the kota name follows its code).
+_SOURCE_PLACE_COLUMNS = tuple(c for c in HOTSPOT_PLACE_COLUMNS if c != "kota")
 #: Snapping tolerance (metres, UTM 48S) of hotspots to RW / kelurahan, as for reports.
 SNAP_TOLERANCE_M = 100.0
 #: Coverage units (boundary levels).
@@ -384,15 +386,7 @@ def resnap_jakwifi(dsn: str, *, tolerance_m: float = SNAP_TOLERANCE_M) -> LayerI
         frame = pd.DataFrame(
             rows, columns=["id", "name", "address", "synthetic", "source", "row", "lon", "lat"]
         )
-        for col in (
-            "kota_code",
-            "kecamatan",
-            "kecamatan_code",
-            "kelurahan",
-            "kelurahan_code",
-            "rw",
-            "rw_code",
-        ):
+        for col in _SOURCE_PLACE_COLUMNS:
             frame[col] = frame["source"].map(lambda src, c=col: src.get(c))
         frame["kota"] = frame["kota_code"].map(lambda c: KOTA_NAMES.get(c) if c else None)
         hs = gpd.GeoDataFrame(
@@ -474,17 +468,7 @@ def _hotspot_rows(
     out = out.where(out.notna(), None)
     source = [
         {k: v for k, v in rec.items() if v is not None}
-        for rec in out[
-            [
-                "kota_code",
-                "kecamatan",
-                "kecamatan_code",
-                "kelurahan",
-                "kelurahan_code",
-                "rw",
-                "rw_code",
-            ]
-        ].to_dict("records")
+        for rec in out[list(_SOURCE_PLACE_COLUMNS)].to_dict("records")
     ]
     snapped_place = snapped["kelurahan_code"].notna().to_numpy()
     for col in HOTSPOT_PLACE_COLUMNS:
