@@ -141,3 +141,90 @@ def test_bad_input_is_reported():
         points_to_cells(np.array([106.8]), np.array([-6.2]), (7, 16))
     with pytest.raises(ValueError, match="distinct"):
         points_to_cells(np.array([106.8]), np.array([-6.2]), (7, 7))
+
+
+# ------------------------------------------------------------- the vectorised path
+
+
+def near_edges(seed=11, res_list=(7, 9, 11)):
+    """Points within 1e-13..1e-7 degrees of hexagon vertices and edges around Jakarta."""
+    rng = np.random.default_rng(seed)
+    lon, lat = jakarta_points(200, seed=seed)
+    out_lon, out_lat = [], []
+    for res in res_list:
+        for cell in latlng_to_cells(lon, lat, res).tolist():
+            ring = np.asarray(h3i.cell_to_boundary(cell))  # (lat, lng)
+            mids = (ring + np.roll(ring, -1, axis=0)) / 2
+            for pt in np.vstack([ring, mids]):
+                noise = rng.normal(size=(6, 2)) * 10.0 ** rng.uniform(-13, -7, size=(6, 1))
+                out_lat.extend(pt[0] + noise[:, 0])
+                out_lon.extend(pt[1] + noise[:, 1])
+    return np.array(out_lon), np.array(out_lat)
+
+
+def face_edges(n=3_000, seed=12):
+    """Points close to the edges between icosahedron faces (equidistant face centres)."""
+    from gis.hexes import _FACE_XYZ
+
+    rng = np.random.default_rng(seed)
+    dots = _FACE_XYZ @ _FACE_XYZ.T
+    pairs = np.argwhere(np.triu(dots > 0.6, 1))  # neighbouring faces
+    f, g = _FACE_XYZ[pairs[:, 0]], _FACE_XYZ[pairs[:, 1]]
+    pick = rng.integers(0, len(pairs), n)
+    t = rng.uniform(-0.4, 0.4, n)[:, None]
+    bisector = (f[pick] + g[pick]) / 2 + t * np.cross(f[pick], g[pick])
+    bisector += rng.normal(scale=1e-9, size=bisector.shape)
+    bisector /= np.linalg.norm(bisector, axis=1, keepdims=True)
+    lat = np.degrees(np.arcsin(bisector[:, 2]))
+    lon = np.degrees(np.arctan2(bisector[:, 1], bisector[:, 0]))
+    return lon, lat
+
+
+@pytest.mark.parametrize(
+    "points",
+    [near_edges(), face_edges(), world_points(3_000, seed=13)],
+    ids=["hexagon-edges", "face-edges", "world"],
+)
+def test_every_resolution_equals_scalar_api(points):
+    lon, lat = points
+    cells = points_to_cells(lon, lat, tuple(range(16)))
+    for res, got in cells.items():
+        np.testing.assert_array_equal(got, scalar_cells(lon, lat, res), err_msg=f"res {res}")
+
+
+def test_face_centres_and_poles_fall_back_to_the_scalar_api():
+    from gis.hexes import _FACE_GEO
+
+    lat = np.r_[np.degrees(_FACE_GEO[:, 0]), 90.0, -90.0, 0.0]
+    lon = np.r_[np.degrees(_FACE_GEO[:, 1]), 0.0, 180.0, -180.0]
+    for res, got in points_to_cells(lon, lat, (0, 5, 11, 15)).items():
+        np.testing.assert_array_equal(got, scalar_cells(lon, lat, res), err_msg=f"res {res}")
+
+
+def test_jakarta_needs_the_scalar_api_for_almost_no_point(monkeypatch):
+    import gis.hexes
+
+    asked = []
+    scalar = gis.hexes.latlng_to_cells
+
+    def counted(lon, lat, res):
+        asked.append(lon.size)
+        return scalar(lon, lat, res)
+
+    monkeypatch.setattr(gis.hexes, "latlng_to_cells", counted)
+    lon, lat = jakarta_points(100_000, seed=14)
+    cells = points_to_cells(lon, lat)
+    assert sum(asked) < 100  # out of 500,000 point-resolutions
+    some = slice(0, 5_000)
+    for res in (7, 11):
+        np.testing.assert_array_equal(cells[res][some], scalar_cells(lon[some], lat[some], res))
+
+
+def test_hierarchical_cells_are_parents_of_the_exact_finest_cell():
+    lon, lat = near_edges(seed=15, res_list=(11,))
+    cells = points_to_cells(lon, lat, (8, 11), hierarchical=True)
+    finest = scalar_cells(lon, lat, 11)
+    np.testing.assert_array_equal(cells[11], finest)
+    np.testing.assert_array_equal(
+        cells[8], np.array([h3i.cell_to_parent(c, 8) for c in finest.tolist()], dtype=np.int64)
+    )
