@@ -198,6 +198,24 @@ def test_coarse_grid_and_shuffled_frame_give_identical_results(index, rw):
     assert (shuffled["code"].to_numpy()[b.row[found]] == b.code[found]).all()
 
 
+def test_nearest_by_polygons_equals_nearest_by_segments(rw, monkeypatch):
+    """Few points: a tree of whole polygons; many: a tree of ring segments.  Same answers."""
+    import gis.snap
+
+    rng = np.random.default_rng(8)
+    lon, lat = random_points(rw, 3_000, seed=8)
+    lon = np.r_[lon, rng.uniform(106.3, 107.2, 2_000)]  # the bay and Seribu: nearest, outside
+    lat = np.r_[lat, rng.uniform(-6.5, -5.2, 2_000)]
+    by_polygons = SnapIndex.from_frame(rw).snap(lon, lat)
+    monkeypatch.setattr(gis.snap, "_SEGMENT_TREE_MIN_POINTS", 1)
+    segments = SnapIndex.from_frame(rw)
+    by_segments = segments.snap(lon, lat)
+    assert segments._segments is not None
+    assert (by_polygons.method != "inside").sum() > 1_000
+    for a, b in zip(by_polygons, by_segments, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_synthetic_overlaps_holes_and_grid_aligned_edges():
     # Squares on a 0.001-degree lattice, an overlap, a hole with an island in it.
     sq = lambda x, y, s=0.001: shapely.box(106.8 + x, -6.2 + y, 106.8 + x + s, -6.2 + y + s)  # noqa: E731
