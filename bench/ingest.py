@@ -50,6 +50,7 @@ from psycopg import sql
 
 import db
 from db.boundaries import store_boundary_set
+from db.cluster import create_database
 from db.ingest import Mapping, import_file
 from db.migrate import migrate
 from gis.boundaries import build_boundary_set, load_manifest
@@ -99,7 +100,7 @@ def bench_database() -> str:
         with psycopg.connect(server, autocommit=True) as conn:
             exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (BENCH_DB,))
             if not exists.fetchone():
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(BENCH_DB)))
+                create_database(conn, BENCH_DB)
         try:
             migrate(dsn)
             break

@@ -18,6 +18,7 @@ import pytest
 from psycopg import sql
 
 from db.boundaries import store_boundary_set
+from db.cluster import create_database
 from db.ingest import (
     ImportSummary,
     Mapping,
@@ -43,7 +44,7 @@ def _new_database(server_dsn: str, bset) -> str:  # noqa: ANN001 - BoundarySet
     """A migrated database with the boundaries and the catalog."""
     name = f"t_ingest_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(server_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        create_database(conn, name)
     url = _with_dbname(server_dsn, name)
     migrate(url)
     store_boundary_set(url, bset)
@@ -482,9 +483,15 @@ def test_bulk_mode_restores_indexes_and_keys(fresh_db: str) -> None:
                 "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid), convalidated "
                 "FROM pg_constraint "
                 "WHERE conrelid IN ('reports'::regclass, 'report_events'::regclass) "
+                "OR confrelid IN ('reports'::regclass, 'report_events'::regclass) "
                 "ORDER BY 1, 2"
             ).fetchall()
-        return idx, cons
+            triggers = conn.execute(
+                "SELECT tgrelid::regclass::text, tgname, tgenabled FROM pg_trigger "
+                "WHERE tgrelid IN ('reports'::regclass, 'report_events'::regclass) "
+                "AND NOT tgisinternal ORDER BY 1, 2"
+            ).fetchall()
+        return idx, cons, triggers
 
     before = schema(fresh_db)
     from db.ingest import places_from_db
@@ -497,11 +504,10 @@ def test_bulk_mode_restores_indexes_and_keys(fresh_db: str) -> None:
     assert summary.bulk and summary.stored == 3000
     assert schema(fresh_db) == before
     with psycopg.connect(fresh_db) as conn:
-        plan = "\n".join(
-            r[0]
-            for r in conn.execute("EXPLAIN SELECT * FROM reports WHERE h3_r9 = 617733123456789")
-        )
-    assert "reports_h3_r9" in plan
+        conn.execute("ANALYZE reports")
+        query = "EXPLAIN SELECT * FROM reports WHERE rw_code = '3171010001001000'"
+        plan = "\n".join(r[0] for r in conn.execute(query))
+    assert "reports_rw" in plan
 
 
 # --------------------------------------------------------------------------- direct load
