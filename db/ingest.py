@@ -62,20 +62,22 @@ Bulk mode
     every index and constraint is back, and checked, when the transaction commits.
     Readers of ``reports`` wait while a bulk import runs.
 
-    When ``reports`` is empty the load is *direct*: the unique key and the
-    events' primary key are dropped too (rebuilt, and so checked, at the end),
-    the empty tables are truncated (new files: rows COPYed ``FREEZE``, and no WAL
-    on a ``wal_level = minimal`` server such as the embedded one), and chunks go
-    straight into ``reports``/``report_events`` with client-side ids (UUIDv7) and
-    the events built in Python.  The statement-level triggers on ``reports``
-    still fire per COPY, as for the upsert.
+    When ``reports`` is empty the load is *direct*: the primary and unique keys
+    go too, with the foreign keys of other tables that point at the report
+    tables (all empty), and are rebuilt, and so checked, at the end.  The empty
+    tables are truncated (new files: rows COPYed ``FREEZE``, and no WAL on a
+    ``wal_level = minimal`` server such as the embedded one), and chunks go
+    straight into ``reports``/``report_events`` with client-side ids (UUIDv7,
+    ascending, so the primary key builds from sorted input) and the events
+    built in Python.  The tile queue's INSERT trigger is paused for the load:
+    the TRUNCATE already queued one full roll-up rebuild.
 
 Cost (``bench/ingest.py``, 1M rows, 2 cores shared with other work; direct
-load): re-creating the 12 report indexes, the unique key, the 2 event indexes
-and re-checking the 7 foreign keys takes about half the time (some 10 s; each
-B-tree build costs 0.3-1 s of server CPU, GiST ~1.5 s single-threaded), the
-Python side (parse, validate, snap, H3, encode: ~2.5-3 s of CPU) the rest,
-with the COPY (~5 s of server CPU) running alongside it in the writer thread.
+load; docs/benchmarks.md): the Python side (parse, validate, snap, H3,
+encode) takes 2.5-4 s of CPU and the COPY 3-5 s of server CPU beside it in
+the writer thread; re-creating the 7 report indexes, the 2 event indexes and
+re-checking the 10 foreign keys takes 7-9 s (a B-tree over a text code
+0.8-1.5 s, the GiST 1.3-2.2 s single-threaded).
 """
 
 from __future__ import annotations

@@ -499,10 +499,14 @@ def test_bulk_mode_restores_indexes_and_keys(fresh_db: str) -> None:
 
     with psycopg.connect(fresh_db) as conn:
         rw = places_from_db(conn).rw
+        conn.execute("DELETE FROM tile_changes")
     demo = generate_demo(rw, n=3000, seed=5)
     summary = import_frame(fresh_db, demo.reports, events=demo.events, bulk=True, progress=False)
-    assert summary.bulk and summary.stored == 3000
+    assert summary.bulk and summary.direct and summary.stored == 3000
     assert schema(fresh_db) == before
+    with psycopg.connect(fresh_db) as conn:  # the TRUNCATE's full rebuild, no per-row queue
+        kinds = conn.execute("SELECT kind FROM tile_changes").fetchall()
+    assert kinds == [("full",)]
     with psycopg.connect(fresh_db) as conn:
         conn.execute("ANALYZE reports")
         query = "EXPLAIN SELECT * FROM reports WHERE rw_code = '3171010001001000'"
