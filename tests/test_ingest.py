@@ -506,7 +506,14 @@ def test_bulk_mode_restores_indexes_and_keys(fresh_db: str) -> None:
     assert schema(fresh_db) == before
     with psycopg.connect(fresh_db) as conn:  # the TRUNCATE's full rebuild, no per-row queue
         kinds = conn.execute("SELECT kind FROM tile_changes").fetchall()
+        n, distinct, top = conn.execute(
+            "SELECT count(*), count(DISTINCT id), max(id) FROM report_events"
+        ).fetchone()
+        after = conn.execute(
+            "SELECT nextval(pg_get_serial_sequence('report_events', 'id'))"
+        ).fetchone()[0]
     assert kinds == [("full",)]
+    assert n == distinct == summary.events and after == top + 1  # ids from Python, sequence on
     with psycopg.connect(fresh_db) as conn:
         conn.execute("ANALYZE reports")
         query = "EXPLAIN SELECT * FROM reports WHERE rw_code = '3171010001001000'"

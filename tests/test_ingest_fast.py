@@ -148,11 +148,11 @@ def test_events_encode_as_psycopg_does():
     ids = ingest._ids(len(chunk), 0, (1_700_000_000_000, 1, 2))
     events = ingest._creation_events(chunk)
     rows = [
-        (uuid.UUID(bytes=ids[i].tobytes()), t.to_pydatetime(), None, s, None, "import")
+        (41 + i, uuid.UUID(bytes=ids[i].tobytes()), t.to_pydatetime(), None, s, None, "import")
         for i, (t, s) in enumerate(zip(chunk["created_at"], chunk["status"], strict=True))
     ]
-    types = ["uuid", "timestamptz", "text", "text", "text", "text"]
-    assert bytes(ingest.encode_new_events(ids, events)) == psycopg_rows(rows, types)
+    types = ["int8", "uuid", "timestamptz", "text", "text", "text", "text"]
+    assert bytes(ingest.encode_new_events(ids, events, 41)) == psycopg_rows(rows, types)
     staged = pd.DataFrame(
         {
             "seq": np.arange(5, dtype=np.int32),
@@ -181,7 +181,9 @@ def test_empty_chunks_encode_to_nothing():
     assert bytes(ingest.encode_reports(chunk, ingest._ids(0, 0, (1, 1, 1)))) == b""
     assert (
         bytes(
-            ingest.encode_new_events(ingest._ids(0, 0, (1, 1, 1)), ingest._creation_events(chunk))
+            ingest.encode_new_events(
+                ingest._ids(0, 0, (1, 1, 1)), ingest._creation_events(chunk), 1
+            )
         )
         == b""
     )
