@@ -260,6 +260,7 @@ class Cluster:
         """Start the server (initdb first if needed) and create the database."""
         self.init()
         if self.running():
+            self._create_database()  # a running cluster may not hold this database yet
             return
         binaries = find_binaries()
         port = self.requested_port

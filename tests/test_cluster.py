@@ -54,6 +54,10 @@ def test_start_stop_restart_keeps_data(own_cluster: Cluster):
         ordered = conn.execute("SELECT array_agg(w ORDER BY w) FROM unnest(%s::text[]) w", (words,))
         assert ordered.fetchone()[0] == sorted(words)  # Python: code point order
         assert conn.execute("SELECT upper('é')").fetchone()[0] == "É"
+    other = Cluster(own_cluster.root, port=0, dbname="petalapor_other")
+    other.start()  # the cluster runs already: only the database is made
+    with psycopg.connect(other.dsn()) as conn:
+        assert conn.execute("SELECT current_database()").fetchone()[0] == "petalapor_other"
 
 
 def test_made_databases_sort_text_by_bytes(make_database):
