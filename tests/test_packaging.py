@@ -7,8 +7,8 @@ import tomllib
 
 from petalapor.settings import PROJECT_ROOT
 
-#: conda-forge names that differ from PyPI's.
-CONDA_NAMES = {"h3": "h3-py"}
+#: conda-forge names that differ from PyPI's (a PyPI extra may be its own conda package).
+CONDA_NAMES = {"h3": "h3-py", "uvicorn[standard]": "uvicorn-standard"}
 #: conda-only entries (the database binaries and tooling).
 CONDA_ONLY = {"python", "postgresql", "postgis", "pip"}
 
@@ -17,12 +17,18 @@ def _name(requirement: str) -> str:
     return re.split(r"[<>=!\[ ;]", requirement.strip(), maxsplit=1)[0].lower().replace("_", "-")
 
 
+def _conda_name(requirement: str) -> str:
+    name = _name(requirement)
+    extras = re.match(r"^[A-Za-z0-9_.-]+(\[[a-z,]+\])", requirement.strip())
+    return CONDA_NAMES.get(name + (extras[1] if extras else ""), CONDA_NAMES.get(name, name))
+
+
 def _pyproject() -> set[str]:
     meta = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
-    names = {_name(r) for r in meta["dependencies"]}
+    names = {_conda_name(r) for r in meta["dependencies"]}
     for extra in meta["optional-dependencies"].values():
-        names |= {_name(r) for r in extra}
-    return {CONDA_NAMES.get(n, n) for n in names}
+        names |= {_conda_name(r) for r in extra}
+    return names
 
 
 def _environment() -> set[str]:
