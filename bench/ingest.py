@@ -18,8 +18,8 @@ which takes bulk mode and, the table being empty, the direct load (see
 * copy reports and copy events (binary COPY straight into the tables; staging
   COPY and upsert when not a direct load), in the writer thread while the next
   chunk is prepared;
-* indexes (re-creating the secondary indexes, the unique key and the events'
-  primary key, then re-checking the 7 foreign keys), commit.
+* indexes (re-creating the secondary indexes, the primary and unique keys,
+  then re-checking the foreign keys), commit.
 
 The server's bulk-load settings and the machine's load average (before, after)
 are printed too: the embedded cluster is shared with other work, so compare
@@ -235,7 +235,13 @@ def main() -> None:
         f"ingest runs at {rate / (rows / anchor):.2f}x the plain COPY anchor "
         f"({rows / anchor:,.0f} rows/s); bulk mode: {summary.bulk}, direct load: {summary.direct}"
     )
-    print(f"ingest: {rate / GOAL_ROWS_PER_S:.2f}x goal ({rate:,.0f} rows/s vs {GOAL_ROWS_PER_S:,})")
+    rebuild = s.get("indexes", 0.0)
+    loaded = rows / max(wall - rebuild, 1e-9)
+    print(
+        f"ingest: {rate / GOAL_ROWS_PER_S:.2f}x goal ({rate:,.0f} rows/s vs {GOAL_ROWS_PER_S:,} "
+        f"end to end, committed with every index and key; parse to COPY alone {loaded:,.0f} "
+        f"rows/s, then {rebuild:.1f} s rebuilding indexes and keys)"
+    )
 
 
 if __name__ == "__main__":
