@@ -13,8 +13,19 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
 
-from db import ingest
-from db.ingest import Mapping, frame_table, prepare, read_table
+from db.ingest import (
+    Mapping,
+    encode_events,
+    encode_new_events,
+    encode_reports,
+    frame_table,
+    prepare,
+    read_table,
+)
+from db.ingest import encode as ingest_encode
+from db.ingest import place as ingest_place
+from db.ingest import text as ingest_text
+from db.ingest import validate as ingest_validate
 
 # ------------------------------------------------------------------ binary COPY
 
@@ -32,7 +43,7 @@ def psycopg_rows(rows: list[tuple], types: list[str]) -> bytes:
     transformer.set_dumper_types([builtin.get(t).oid for t in types], pq.Format.BINARY)
     formatter = BinaryFormatter(transformer)
     data = b"".join(bytes(formatter.write_row(row)) for row in rows) + bytes(formatter.end())
-    return data[len(ingest._COPY_HEADER) : -len(ingest._COPY_TRAILER)]
+    return data[len(ingest_encode._COPY_HEADER) : -len(ingest_encode._COPY_TRAILER)]
 
 
 def jsonb(text: str):  # noqa: ANN201 - psycopg Jsonb
@@ -113,7 +124,7 @@ def reference_reports(chunk: pd.DataFrame, ids: np.ndarray) -> bytes:
                 float(row.snap_distance_m),
                 *[int(getattr(row, f"h3_r{r}")) for r in (7, 8, 9, 10, 11)],
                 bool(row.public),
-                *[plain(getattr(row, c)) for c in ingest._STAGE_VAR[:13]],
+                *[plain(getattr(row, c)) for c in ingest_encode._STAGE_VAR[:13]],
                 ts(row.first_coordinated_at),
                 ts(row.resolved_at),
                 jsonb(row.attrs),
@@ -126,9 +137,9 @@ def reference_reports(chunk: pd.DataFrame, ids: np.ndarray) -> bytes:
 
 def test_reports_encode_as_psycopg_does():
     chunk = placed_chunk()
-    ids = ingest._ids(len(chunk), 5, (1_700_000_000_000, 17, 99))
+    ids = ingest_encode._ids(len(chunk), 5, (1_700_000_000_000, 17, 99))
     expected = reference_reports(chunk, ids)
-    assert bytes(ingest.encode_reports(chunk, ids)) == expected
+    assert bytes(encode_reports(chunk, ids)) == expected
     # plain (str) and coded (category) text encode alike
     plain = chunk.assign(
         **{
@@ -136,23 +147,23 @@ def test_reports_encode_as_psycopg_does():
             for c in ("source", "description", "attrs", "rw_code")
         }
     )
-    assert bytes(ingest.encode_reports(plain, ids)) == expected
+    assert bytes(encode_reports(plain, ids)) == expected
     coded = chunk.assign(
         **{c: chunk[c].astype("category") for c in ("external_id", "title", "media_url")}
     )
-    assert bytes(ingest.encode_reports(coded, ids)) == expected
+    assert bytes(encode_reports(coded, ids)) == expected
 
 
 def test_events_encode_as_psycopg_does():
     chunk = placed_chunk(5)
-    ids = ingest._ids(len(chunk), 0, (1_700_000_000_000, 1, 2))
-    events = ingest._creation_events(chunk)
+    ids = ingest_encode._ids(len(chunk), 0, (1_700_000_000_000, 1, 2))
+    events = ingest_encode._creation_events(chunk)
     rows = [
         (41 + i, uuid.UUID(bytes=ids[i].tobytes()), t.to_pydatetime(), None, s, None, "import")
         for i, (t, s) in enumerate(zip(chunk["created_at"], chunk["status"], strict=True))
     ]
     types = ["int8", "uuid", "timestamptz", "text", "text", "text", "text"]
-    assert bytes(ingest.encode_new_events(ids, events, 41)) == psycopg_rows(rows, types)
+    assert bytes(encode_new_events(ids, events, 41)) == psycopg_rows(rows, types)
     staged = pd.DataFrame(
         {
             "seq": np.arange(5, dtype=np.int32),
@@ -173,16 +184,16 @@ def test_events_encode_as_psycopg_does():
         for row in staged.itertuples(index=False)
     ]
     types = ["int4", "timestamptz", *["text"] * 6]
-    assert bytes(ingest.encode_events(staged)) == psycopg_rows(rows, types)
+    assert bytes(encode_events(staged)) == psycopg_rows(rows, types)
 
 
 def test_empty_chunks_encode_to_nothing():
     chunk = placed_chunk(0)
-    assert bytes(ingest.encode_reports(chunk, ingest._ids(0, 0, (1, 1, 1)))) == b""
+    assert bytes(encode_reports(chunk, ingest_encode._ids(0, 0, (1, 1, 1)))) == b""
     assert (
         bytes(
-            ingest.encode_new_events(
-                ingest._ids(0, 0, (1, 1, 1)), ingest._creation_events(chunk), 1
+            encode_new_events(
+                ingest_encode._ids(0, 0, (1, 1, 1)), ingest_encode._creation_events(chunk), 1
             )
         )
         == b""
@@ -198,8 +209,8 @@ def test_snap_level_joins_attrs_alike_for_coded_and_plain_attrs():
         '{"snap_level":"kelurahan"}',
         '{"a":"ü","snap_level":"rw"}',
     ]
-    assert ingest._with_snap_level(category(attrs), level).tolist() == expected
-    assert ingest._with_snap_level(text(attrs), level).tolist() == expected
+    assert ingest_place._with_snap_level(category(attrs), level).tolist() == expected
+    assert ingest_place._with_snap_level(text(attrs), level).tolist() == expected
 
 
 # ------------------------------------------------------------------ reading
@@ -253,10 +264,13 @@ def test_text_is_stripped_as_pandas_strips_it():
     arr = pa.array(values, type=pa.large_string())
     expected = pd.Series(values, dtype="str").str.strip()
     expected = expected.mask(expected == "").tolist()
-    got = ingest._stripped(arr).to_pylist()
+    got = ingest_text._stripped(arr).to_pylist()
     assert [None if v is None or v != v else v for v in expected] == got
-    coded = ingest._Text.of(arr, coded=True)
-    assert ingest._Text(ingest._stripped(coded.values), coded.codes).rows().to_pylist() == got
+    coded = ingest_text._Text.of(arr, coded=True)
+    assert (
+        ingest_text._Text(ingest_text._stripped(coded.values), coded.codes).rows().to_pylist()
+        == got
+    )
 
 
 def test_duplicates_found_whatever_the_fingerprints_say():
@@ -264,8 +278,8 @@ def test_duplicates_found_whatever_the_fingerprints_say():
     # 41 characters: the fingerprint reads bytes 0-7, 16-23 and 33-40, not byte 10
     a, b = "x" * 10 + "A" + "x" * 30, "x" * 10 + "B" + "x" * 30
     ids = [a, b, a, "short", "short", None, None]
-    text_ids = ingest._Text(pa.array(ids, type=pa.large_string()))
-    repeated = ingest._repeated(text_ids)
+    text_ids = ingest_text._Text(pa.array(ids, type=pa.large_string()))
+    repeated = ingest_validate._repeated(text_ids)
     assert repeated.tolist() == [True, True, True, True, True, True, True]  # a superset
     frame = pd.DataFrame(
         {
