@@ -37,6 +37,12 @@ Coarser resolutions reuse the finest: the parent of the finest hexagon is
 tried first, and only points outside it (by the margin) are placed again.
 For the points that do fall in it, the cell is the parent of the finest cell.
 
+Why not a library: h3-py has no array API, and h3ronpy (Rust, vectorised)
+returns the same cells but took about 0.45 s per resolution per million
+points here (2.2 s for r7-r11), against about 0.3 s for all five with this
+module; the scalar h3-py call stays the reference (tests/test_hexes.py
+compares every resolution 0-15 on points around Jakarta and worldwide).
+
 Longitude-wrapping (antimeridian) cells are not handled by
 :func:`cells_to_frame`; Jakarta is far from it.
 """
