@@ -206,28 +206,12 @@ def demo_database(
 ) -> Iterator[tuple[str, pd.DataFrame]]:
     """``(url, frame)``: a throw-away database with real boundaries and ``n`` demo-like reports."""
     import psycopg
-    from psycopg import sql
 
     from db.analysis import copy_reports
-    from db.boundaries import store_boundary_set
-    from db.cluster import create_database
-    from db.migrate import migrate
-    from petalapor.catalog import sync_catalog
+    from tests.databases import throwaway_database
 
-    name = f"{prefix}_{np.random.default_rng().integers(1 << 30):x}"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        create_database(conn, name)
-    url = psycopg.conninfo.make_conninfo(dsn, dbname=name)
-    try:
-        migrate(url)
-        store_boundary_set(url, boundary_set)
+    with throwaway_database(dsn, prefix, boundary_set=boundary_set, catalog=True) as url:
         frame = demo_reports(boundary_set.frames, n, seed=seed)
         with psycopg.connect(url) as conn:
-            sync_catalog(conn)
             copy_reports(conn, frame)
         yield url, frame
-    finally:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )

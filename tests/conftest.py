@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
-import psycopg
 import pytest
-from psycopg import sql
 
-from db.cluster import Cluster, create_database
+from db.cluster import Cluster
 from db.migrate import migrate
 from petalapor.settings import PROJECT_ROOT, PathSettings, Settings
+from tests.databases import throwaway_database
 
 TEST_VAR = PROJECT_ROOT / "var" / "test"
 
@@ -86,30 +85,11 @@ def dsn(cluster: Cluster | None) -> str:
     return url
 
 
-def _server_url(dsn: str, dbname: str) -> str:
-    """The same server, another database."""
-    return psycopg.conninfo.make_conninfo(dsn, dbname=dbname)
-
-
 @pytest.fixture()
 def make_database(dsn: str) -> Iterator:
     """Factory for throw-away databases (dropped after the test): ``make_database(migrated=True)``."""
-    created: list[str] = []
-
-    def make(migrated: bool = True) -> str:
-        name = f"t_{uuid.uuid4().hex[:10]}"
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            create_database(conn, name)
-        created.append(name)
-        url = _server_url(dsn, name)
-        if migrated:
-            migrate(url)
-        return url
-
-    yield make
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        for name in created:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with ExitStack() as stack:
+        yield lambda migrated=True: stack.enter_context(throwaway_database(dsn, migrated=migrated))
 
 
 @pytest.fixture(scope="session")

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import geopandas as gpd
 import h3
@@ -17,8 +15,6 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from db.boundaries import store_boundary_set
-from db.cluster import create_database
 from db.ingest import (
     ImportSummary,
     Mapping,
@@ -29,9 +25,9 @@ from db.ingest import (
     prepare,
     read_table,
 )
-from db.migrate import migrate
-from petalapor.catalog import get_catalog, sync_catalog
+from petalapor.catalog import get_catalog
 from petalapor.errors import ConfigError
+from tests.databases import throwaway_database
 
 PETABENCANA = (
     "petabencana_jbd_reports_2017-02-20.geojson",
@@ -40,49 +36,22 @@ PETABENCANA = (
 TABLES = ("reports", "report_events", "report_quarantine", "report_imports")
 
 
-def _new_database(server_dsn: str, bset) -> str:  # noqa: ANN001 - BoundarySet
-    """A migrated database with the boundaries and the catalog."""
-    name = f"t_ingest_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server_dsn, autocommit=True) as conn:
-        create_database(conn, name)
-    url = _with_dbname(server_dsn, name)
-    migrate(url)
-    store_boundary_set(url, bset)
-    with psycopg.connect(url) as conn:
-        sync_catalog(conn)
-    return url
-
-
-def _with_dbname(server_dsn: str, name: str) -> str:
-    """The same server, another database; URL form kept (DATABASE_URL must be a URL)."""
-    if server_dsn.startswith(("postgresql://", "postgres://")):
-        parts = urlsplit(server_dsn)
-        return urlunsplit(parts._replace(path="/" + name))
-    return psycopg.conninfo.make_conninfo(server_dsn, dbname=name)
-
-
-def _drop(server_dsn: str, url: str) -> None:
-    name = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
-    with psycopg.connect(server_dsn, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
-
-
 @pytest.fixture(scope="module")
 def idb(dsn: str, boundary_set) -> Iterator[str]:
     """This module's database (boundaries, catalog), shared by the tests that add to it."""
-    url = _new_database(dsn, boundary_set)
-    yield url
-    _drop(dsn, url)
+    with _database(dsn, boundary_set) as url:
+        yield url
 
 
 @pytest.fixture()
 def fresh_db(dsn: str, boundary_set) -> Iterator[str]:
     """A database of its own for one test."""
-    url = _new_database(dsn, boundary_set)
-    yield url
-    _drop(dsn, url)
+    with _database(dsn, boundary_set) as url:
+        yield url
+
+
+def _database(dsn: str, boundary_set):  # noqa: ANN001, ANN202 - BoundarySet, context manager
+    return throwaway_database(dsn, "t_ingest", boundary_set=boundary_set, catalog=True)
 
 
 def counts(url: str) -> dict[str, int]:
@@ -554,8 +523,7 @@ def test_direct_load_stores_what_the_upsert_stores(
 
     demo = generate_demo(boundary_set.frames["rw"], n=2500, seed=7)
     events = demo.events if histories else None
-    direct, upsert = (_new_database(dsn, boundary_set) for _ in range(2))
-    try:
+    with _database(dsn, boundary_set) as direct, _database(dsn, boundary_set) as upsert:
         a = import_frame(direct, demo.reports, events=events, bulk=True, chunk_rows=700)
         b = import_frame(upsert, demo.reports, events=events, bulk=False, chunk_rows=700)
         assert a.direct and a.bulk and not b.direct
@@ -572,9 +540,6 @@ def test_direct_load_stores_what_the_upsert_stores(
                 "WINDOW w AS (PARTITION BY report_id ORDER BY id)) s"
             ).fetchone()[0]
             assert ordered is not False
-    finally:
-        _drop(dsn, direct)
-        _drop(dsn, upsert)
 
 
 def test_direct_load_only_into_an_empty_table(fresh_db: str, boundary_set) -> None:
@@ -760,8 +725,7 @@ def test_status_change_on_reimport_appends_event(idb: str, tmp_path: Path) -> No
 
 
 def test_catalog_must_be_synced(dsn: str, boundary_set, tmp_path: Path) -> None:
-    url = _new_database(dsn, boundary_set)
-    try:
+    with _database(dsn, boundary_set) as url:
         with psycopg.connect(url) as conn:
             conn.execute("DELETE FROM categories WHERE code = 'kebakaran'")
             conn.commit()
@@ -774,8 +738,6 @@ def test_catalog_must_be_synced(dsn: str, boundary_set, tmp_path: Path) -> None:
                 Mapping().with_options(defaults={"source": "w", "category": "banjir"}),
                 progress=False,
             )
-    finally:
-        _drop(dsn, url)
 
 
 # --------------------------------------------------------------------------- CLI

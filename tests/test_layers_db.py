@@ -10,8 +10,6 @@ from __future__ import annotations
 import shutil
 import struct
 import subprocess
-import urllib.parse
-import uuid
 import warnings
 
 import geopandas as gpd
@@ -21,17 +19,15 @@ import pandas as pd
 import psycopg
 import pytest
 import shapely
-from psycopg import sql
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.io import MemoryFile
 from rio_cogeo.cogeo import cog_validate
 
 from db import layers as store
-from db.cluster import create_database
-from db.migrate import migrate
 from layers.ispu import CATEGORIES, load_stations, read_ispu_csv
 from layers.jakwifi import PUBLISHED_COUNTS
 from layers.surface import idw_at_points
+from tests.databases import throwaway_database
 
 TMS = morecantile.tms.get("WebMercatorQuad")
 PALETTE = {c.rgba for c in CATEGORIES}
@@ -45,40 +41,17 @@ MONAS = (106.8272, -6.1754)
 # --------------------------------------------------------------------------- fixtures
 
 
-def _new_database(dsn: str, boundary_set) -> str:
-    """A migrated database with the real boundaries stored."""
-    from db.boundaries import store_boundary_set
-
-    name = f"t_layers_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        create_database(conn, name)
-    # a URL (not key=value), so it can also serve as DATABASE_URL for the CLI
-    url = urllib.parse.urlsplit(dsn)._replace(path=f"/{name}").geturl()
-    migrate(url)
-    store_boundary_set(url, boundary_set)
-    return url
-
-
-def _drop(dsn: str, url: str) -> None:
-    name = psycopg.conninfo.conninfo_to_dict(url)["dbname"]
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
-
-
 @pytest.fixture(scope="module")
 def layer_db(dsn, boundary_set):
-    url = _new_database(dsn, boundary_set)
-    yield url
-    _drop(dsn, url)
+    """This module's database: migrated, the real boundaries stored (URL form, for the CLI)."""
+    with throwaway_database(dsn, "t_layers", boundary_set=boundary_set) as url:
+        yield url
 
 
 @pytest.fixture()
 def fresh_db(dsn, boundary_set):
-    url = _new_database(dsn, boundary_set)
-    yield url
-    _drop(dsn, url)
+    with throwaway_database(dsn, "t_layers", boundary_set=boundary_set) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
