@@ -39,7 +39,6 @@ import hashlib
 import hmac
 import json
 import math
-import os
 import re
 import secrets
 import threading
@@ -65,6 +64,7 @@ from petalapor.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
+from petalapor.secretfile import read_or_create
 
 Role = Literal["public", "opd", "admin"]
 KEY_ROLES: tuple[str, ...] = ("opd", "admin")
@@ -340,16 +340,7 @@ def load_secret(settings: AuthSettings, var: Path) -> bytes:
             raise ConfigError("PETALAPOR_AUTH_SECRET must be at least 16 characters")
         return value
     path = settings.secret_file or (var / "auth_secret")
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass  # another process wrote it meanwhile
-        else:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(secrets.token_urlsafe(48))
-    value = path.read_text().strip().encode()
+    value = read_or_create(path, lambda: secrets.token_urlsafe(48))
     if len(value) < 16:
         raise ConfigError(f"{path}: auth secret too short; delete the file to generate a new one")
     return value

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 import unicodedata
 import uuid
@@ -64,6 +63,7 @@ from petalapor.catalog import (
     get_catalog,
 )
 from petalapor.errors import ConflictError, DataError, NotFoundError, PermissionDeniedError
+from petalapor.secretfile import read_or_create
 from petalapor.settings import PathSettings
 
 #: Western Indonesian Time (no daylight saving): how timestamps are shown.
@@ -123,16 +123,7 @@ def reporter_salt(
 @lru_cache
 def _salt_file(path: Path) -> bytes:
     """Read the salt file, creating it (mode 0600) with 32 random bytes when missing."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass  # another process made it first
-        else:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(secrets.token_hex(32))
-    return path.read_text().strip().encode()
+    return read_or_create(path, lambda: secrets.token_hex(32))
 
 
 def hash_reporter(identity: str, salt: bytes) -> str:
