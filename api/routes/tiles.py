@@ -28,6 +28,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from petalapor.errors import InvalidParameterError
+from tiles.cache import CachedTile
 from tiles.filters import FilterParams
 from tiles.heatmap import PNG_MEDIA_TYPE
 from tiles.layers import MVT_MEDIA_TYPE
@@ -167,13 +168,7 @@ class TileFactory:
             tile = parse_tile(z, x, y)
             service: TileService = request.app.state.tiles
             result = service.vector_tile(layer, tile, filters.filters, viewer, _res(res))
-            status, headers, body = tile_response(
-                result,
-                request.headers,
-                service.cache_control(viewer),
-                head=request.method == "HEAD",
-            )
-            return Response(body, status_code=status, headers=dict(headers))
+            return _tile_reply(request, service, viewer, result)
 
         for suffix in ("mvt", "pbf"):
             for method in ("GET", "HEAD"):
@@ -227,13 +222,7 @@ class TileFactory:
             tile = parse_tile(z, x, y)
             service: TileService = request.app.state.tiles
             result = service.heatmap_tile(tile, filters.filters, viewer)
-            status, headers, body = tile_response(
-                result,
-                request.headers,
-                service.cache_control(viewer),
-                head=request.method == "HEAD",
-            )
-            return Response(body, status_code=status, headers=dict(headers))
+            return _tile_reply(request, service, viewer, result)
 
         for method in ("GET", "HEAD"):
             self.router.add_api_route(
@@ -247,3 +236,13 @@ class TileFactory:
                 name=f"heatmap_tile_{method.lower()}",
                 include_in_schema=method == "GET",
             )
+
+
+def _tile_reply(
+    request: Request, service: TileService, viewer: ViewerLike, result: CachedTile
+) -> Response:
+    """A rendered or cached tile as the response (ETag, 304, gzip, HEAD as the middleware)."""
+    status, headers, body = tile_response(
+        result, request.headers, service.cache_control(viewer), head=request.method == "HEAD"
+    )
+    return Response(body, status_code=status, headers=dict(headers))
