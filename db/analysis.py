@@ -40,6 +40,7 @@ import shapely
 from psycopg import sql
 from psycopg.rows import tuple_row
 
+from db.boundaries import current_set
 from gis.hotspots import DEFAULT_PERMUTATIONS
 from gis.metrics import (
     BACKLOG_BANDS,
@@ -510,10 +511,10 @@ def current_set_id(conn: psycopg.Connection) -> int:
     LayerNotLoadedError
         No boundaries imported yet.
     """
-    row = conn.execute("SELECT id FROM boundary_sets WHERE is_current").fetchone()
-    if row is None:
+    bset = current_set(conn)
+    if bset is None:
         raise LayerNotLoadedError("no boundaries loaded: run `petalapor boundaries import` first")
-    return int(row[0] if isinstance(row, tuple) else row["id"])
+    return int(bset["id"])
 
 
 def unit_frame(

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import psycopg
 import shapely
+from psycopg.rows import dict_row
 
 from gis.boundaries import COLUMNS, LEVELS, METRIC_CRS, BoundarySet
 
@@ -23,14 +24,11 @@ class StoreResult:
 
 def current_set(conn: psycopg.Connection) -> dict | None:
     """The boundary set in use, or None before the first import."""
-    cur = conn.execute(
-        "SELECT id, fingerprint, counts, report, imported_at FROM boundary_sets WHERE is_current"
-    )
-    row = cur.fetchone()
-    if row is None:
-        return None
-    names = [d.name for d in cur.description]
-    return dict(zip(names, row, strict=True))
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT id, fingerprint, counts, report, imported_at FROM boundary_sets "
+            "WHERE is_current"
+        ).fetchone()
 
 
 def store_boundary_set(dsn: str, bset: BoundarySet, *, force: bool = False) -> StoreResult:

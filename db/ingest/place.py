@@ -11,6 +11,7 @@ import pandas as pd
 import psycopg
 import shapely
 
+from db.boundaries import current_set
 from db.ingest.encode import _densify
 from db.ingest.summary import ImportSummary, _Timer
 from db.ingest.validate import Prepared
@@ -134,10 +135,10 @@ def places_from_db(conn: psycopg.Connection, tolerance_m: float = DEFAULT_TOLERA
     ConfigError
         No boundaries are loaded.
     """
-    row = conn.execute("SELECT fingerprint FROM boundary_sets WHERE is_current").fetchone()
-    if row is None:
+    bset = current_set(conn)
+    if bset is None:
         raise ConfigError("no boundaries loaded; run `petalapor boundaries import` first")
-    key = (conn.info.dsn, row[0], float(tolerance_m))
+    key = (conn.info.dsn, bset["fingerprint"], float(tolerance_m))
     if key not in _PLACES_CACHE:
         frames = {}
         for level in ("rw", "kelurahan"):
