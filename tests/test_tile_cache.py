@@ -515,6 +515,7 @@ def test_the_served_jakwifi_attribution_follows_the_stored_import(client, tile_d
             )
             conn.execute("DELETE FROM layer_jakwifi")
         wait_until(lambda: "Satu Data Jakarta" in attribution())
+        assert "Satu Data Jakarta" in client.get("/layers/jakwifi").json()["attribution"]
     finally:
         with psycopg.connect(tile_db) as conn:
             conn.execute("DELETE FROM layer_imports WHERE source_file = 'jakwifi_export.csv'")

@@ -101,12 +101,8 @@ class LayerFactory:
         """A layer's public description with its tile URL and what is stored for it."""
         from layers import registry
 
+        store.sync_registry(conn)  # JakWifi described as stored (real export or synthetic)
         layer = registry.get(name)
-        imp = store.current_import(conn, "jakwifi") if name == "jakwifi" else None
-        if imp is not None and not imp["synthetic"] and layer.synthetic:
-            from layers.jakwifi import jakwifi_layer
-
-            layer = jakwifi_layer(synthetic=False)  # the stored hotspots are a real export
         info = layer.as_dict()
         info["extra"] = {k: v for k, v in info["extra"].items() if k not in ("colormap", "render")}
         if layer.kind == "vector":
