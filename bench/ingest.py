@@ -31,7 +31,13 @@ into a table with the same columns and no indexes, in the same run (``lat`` and
 The last line
 is the summary.
 
-    python bench/ingest.py [--rows 1000000] [--regenerate] [--no-bulk]
+``--without gist,area,catalog-keys`` measures what dropping guarantees would buy
+(the decision left to the issue's owner, see docs/benchmarks.md): the named
+indexes or foreign keys are dropped from the bench database before the import,
+and the database is dropped afterwards, so the next run starts from the full
+schema again.  The summary line then names what was left out.
+
+    python bench/ingest.py [--rows 1000000] [--regenerate] [--no-bulk] [--without gist,area]
 """
 
 from __future__ import annotations
@@ -79,6 +85,15 @@ CSV_COLUMNS = [
     "lon",
     "lat",
 ]
+#: ``--without`` choices: what each drops from the bench database.
+WITHOUT = {
+    "gist": ["DROP INDEX reports_geom_gist"],  # bbox queries (tiles, GET /reports?bbox=)
+    "area": ["DROP INDEX reports_rw", "DROP INDEX reports_kelurahan"],  # RW/kelurahan filters
+    "catalog-keys": [  # reports' foreign keys onto categories, opds and statuses
+        f"ALTER TABLE reports DROP CONSTRAINT reports_{col}_fkey"
+        for col in ("category", "opd", "status")
+    ],
+}
 ANCHOR_DDL = """
 CREATE TABLE bench_anchor (
     external_id text, source text, category text, opd text, status text, title text,
@@ -180,9 +195,34 @@ def main() -> None:
     parser.add_argument(
         "--no-bulk", action="store_true", help="incremental index maintenance (slow)"
     )
+    parser.add_argument(
+        "--without",
+        default="",
+        help=f"comma-separated guarantees to leave out (measured only): {', '.join(WITHOUT)}",
+    )
     args = parser.parse_args()
+    without = [w for w in args.without.split(",") if w]
+    unknown = sorted(set(without) - set(WITHOUT))
+    if unknown:
+        parser.error(f"--without: unknown {unknown}; choose from {', '.join(WITHOUT)}")
 
     dsn = bench_database()
+    try:
+        run(dsn, args, without)
+    finally:
+        if without:  # the schema is no longer the migrations': make it again next time
+            drop_bench_database()
+
+
+def drop_bench_database() -> None:
+    """Drop ``petalapor_bench`` (after a ``--without`` run changed its schema)."""
+    server = db.database_url(Settings(), migrate=False)
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(BENCH_DB)))
+
+
+def run(dsn: str, args: argparse.Namespace, without: list[str]) -> None:
+    """Import the file once (after the anchor COPY) and print the stages and summary."""
     bset = build_boundary_set(load_manifest())
     store_boundary_set(dsn, bset)
     path = PathSettings().var / "bench" / f"reports_{args.rows}.csv"
@@ -200,6 +240,12 @@ def main() -> None:
     print(f"server: {', '.join(shown)}; {os.cpu_count()} cores")
     load_before = os.getloadavg()[0]
     reset(dsn)
+    if without:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for name in without:
+                for statement in WITHOUT[name]:
+                    conn.execute(statement)
+        print(f"left out for this run: {', '.join(without)}")
     anchor = anchor_copy(dsn, path)
     reset(dsn)
     mapping = Mapping(name="bench")
@@ -237,9 +283,10 @@ def main() -> None:
     )
     rebuild = s.get("indexes", 0.0)
     loaded = rows / max(wall - rebuild, 1e-9)
+    kept = "every index and key" if not without else f"all but: {', '.join(without)}"
     print(
         f"ingest: {rate / GOAL_ROWS_PER_S:.2f}x goal ({rate:,.0f} rows/s vs {GOAL_ROWS_PER_S:,} "
-        f"end to end, committed with every index and key; parse to COPY alone {loaded:,.0f} "
+        f"end to end, committed with {kept}; parse to COPY alone {loaded:,.0f} "
         f"rows/s, then {rebuild:.1f} s rebuilding indexes and keys)"
     )
 
