@@ -53,3 +53,25 @@ def throwaway_database(
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+@contextmanager
+def tile_test_database(
+    dsn: str,
+    boundary_set,  # noqa: ANN001 - gis.boundaries.BoundarySet
+    *,
+    reports: int = 4000,
+    seed: int = 11,
+) -> Iterator[str]:
+    """A throw-away database with ``reports`` seeded synthetic reports (:mod:`tiles.synthetic`).
+
+    The tile queue is left as the triggers filled it (one ``full`` row for a
+    large batch), so a starting tile service refreshes first.
+    """
+    from tiles.synthetic import RwPolygons, copy_reports, synthetic_reports
+
+    with throwaway_database(dsn, "t_tiles", boundary_set=boundary_set, catalog=True) as url:
+        if reports:
+            with psycopg.connect(url) as conn:
+                copy_reports(conn, synthetic_reports(RwPolygons.load(conn), reports, seed))
+        yield url

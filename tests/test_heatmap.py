@@ -17,9 +17,9 @@ from rio_cogeo.cogeo import cog_validate
 from api.app import create_app
 from api.auth import create_key
 from petalapor.cli import main as cli
+from tests.databases import tile_test_database
 from tiles.filters import Filters, parse_filters
 from tiles.heatmap import Grid, colormap_lut, nice_ceil, png_rgba, smoothed_counts
-from tiles.synthetic import tile_test_database
 from tiles.tms import (
     JAKARTA_BOUNDS,
     Box,

@@ -16,9 +16,10 @@ from fastapi.testclient import TestClient
 import tiles.cache as tile_cache
 from api.app import create_app
 from api.auth import create_key
+from tests.databases import tile_test_database
 from tiles.cache import CachedTile, TileCache, TileKey
 from tiles.footprint import hex_polygon
-from tiles.synthetic import RwPolygons, copy_reports, synthetic_reports, tile_test_database
+from tiles.synthetic import RwPolygons, copy_reports, synthetic_reports
 from tiles.tms import Tile, xy_bounds
 
 TMS = morecantile.tms.get("WebMercatorQuad")

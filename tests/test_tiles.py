@@ -22,8 +22,8 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.auth import create_key
 from petalapor.catalog import get_catalog
+from tests.databases import tile_test_database
 from tiles.footprint import hex_polygon
-from tiles.synthetic import tile_test_database
 from tiles.tms import Tile as TileAddr
 from tiles.tms import cluster_resolution, xy_bounds, zoom_to_resolution
 

@@ -1,5 +1,7 @@
 """Seeded synthetic reports for the tile tests and ``bench/tiles.py`` (not demo data).
 
+The tests' throw-away database holding them is ``tests.databases.tile_test_database``.
+
 Points fall inside the stored RW polygons: half uniformly in random RWs, half
 around a few hundred hotspots (Gaussian, 150-600 m), so hexes range from
 single reports to thousands.  Every row gets real RW/kelurahan codes, H3 cells
@@ -12,18 +14,13 @@ tile triggers queue a single ``full`` refresh for large batches.
 from __future__ import annotations
 
 import io
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 import psycopg
 import shapely
-from psycopg import sql
 
-from db.cluster import create_database
 from gis.hexes import points_to_cells
 from petalapor.catalog import get_catalog
 
@@ -156,50 +153,3 @@ def copy_reports(conn: psycopg.Connection, frame: pd.DataFrame, chunk: int = 200
             part.to_csv(buf, header=False, index=False, date_format="%Y-%m-%d %H:%M:%S%z")
             copy.write(buf.getvalue())
     return len(frame)
-
-
-@contextmanager
-def tile_test_database(
-    server_dsn: str, boundary_set, *, reports: int = 4000, seed: int = 11
-) -> Iterator[str]:  # noqa: ANN001
-    """A throw-away migrated database: boundaries, catalog and ``reports`` synthetic reports.
-
-    Dropped on exit.  The tile queue is left as the triggers filled it (one
-    ``full`` row for a large batch), so a starting tile service refreshes first.
-    """
-    from db.boundaries import store_boundary_set
-    from db.migrate import migrate
-    from petalapor.catalog import sync_catalog
-
-    name = f"t_tiles_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(server_dsn, autocommit=True) as conn:
-        create_database(conn, name)
-    url = _database_url(server_dsn, name)
-    try:
-        migrate(url)
-        store_boundary_set(url, boundary_set)
-        with psycopg.connect(url) as conn:
-            sync_catalog(conn)
-            if reports:
-                copy_reports(conn, synthetic_reports(RwPolygons.load(conn), reports, seed))
-        yield url
-    finally:
-        with psycopg.connect(server_dsn, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-
-
-def _database_url(server_dsn: str, dbname: str) -> str:
-    """A ``postgresql://`` URL of another database on the same server (settings want URLs)."""
-    from urllib.parse import quote, urlsplit, urlunsplit
-
-    if server_dsn.startswith(("postgresql://", "postgres://")):
-        return urlunsplit(urlsplit(server_dsn)._replace(path="/" + dbname))
-    info = psycopg.conninfo.conninfo_to_dict(server_dsn)
-    auth = quote(str(info.get("user", "postgres")))
-    if info.get("password"):
-        auth += ":" + quote(str(info["password"]))
-    host = info.get("host", "127.0.0.1")
-    port = f":{info['port']}" if info.get("port") else ""
-    return f"postgresql://{auth}@{host}{port}/{dbname}"
