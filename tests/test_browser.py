@@ -151,6 +151,10 @@ def framing_url(app_url: str) -> Iterator[str]:
         f'<body style="margin:0"><h3>Situs lain</h3>'
         f'<iframe id="w" src="{app_url}/embed?layer=kelurahan&metric=count&period=all&lang=en" '
         'width="760" height="520" style="border:1px solid #888"></iframe></body></html>',
+        # the embed builder's default size: the legend starts folded
+        "/embed-small.html": '<!DOCTYPE html><html><head><link rel="icon" href="data:,"></head>'
+        f'<body style="margin:0"><iframe id="w" src="{app_url}/embed?layer=kelurahan&period=all'
+        '&lang=en" width="600" height="420" style="border:0"></iframe></body></html>',
         "/map.html": '<!DOCTYPE html><html><head><link rel="icon" href="data:,"></head>'
         f'<body><iframe id="w" src="{app_url}/map" width="600" '
         'height="400"></iframe></body></html>',
@@ -437,6 +441,8 @@ def test_embed_in_an_iframe_on_another_port(driver, app_url, framing_url):
         assert not any("/tiles/reports" in u or "/reports?" in u for u in urls)
         assert driver.execute_script("return document.querySelectorAll('.pl-filters').length;") == 0
         assert "Number of reports" in driver.find_element("css selector", ".pl-legend").text
+        toggle = driver.find_element("css selector", ".pl-legend-toggle")
+        assert toggle.get_attribute("aria-expanded") == "true"
         rect = map_rect(driver)
     finally:
         driver.switch_to.default_content()
@@ -462,6 +468,30 @@ def test_embed_in_an_iframe_on_another_port(driver, app_url, framing_url):
         if "frame-ancestors" in e["message"] or "X-Frame-Options" in e["message"]
     ]
     assert refused, "the browser framed /map"
+
+
+def test_small_embed_folds_its_legend_until_asked(driver, framing_url):
+    driver.get(framing_url + "/embed-small.html")
+    driver.switch_to.frame(driver.find_element("id", "w"))
+    try:
+        wait_for(driver, "window.PL && PL.ready", 30, "embed PL.init")
+        legend = driver.find_element("css selector", ".pl-legend")
+        toggle = legend.find_element("css selector", ".pl-legend-toggle")
+        body = legend.find_element("css selector", ".pl-legend-body")
+        assert toggle.get_attribute("aria-expanded") == "false" and not body.is_displayed()
+        folded = legend.size
+        toggle.click()
+        body = legend.find_element("css selector", ".pl-legend-body")
+        assert body.is_displayed() and "Number of reports" in body.text
+        assert legend.size["height"] > folded["height"] + 40
+        # a layer refresh (legend rebuilt) keeps the reader's choice
+        driver.execute_script("PL.updateLegend();")
+        assert legend.find_element("css selector", ".pl-legend-body").is_displayed()
+        legend.find_element("css selector", ".pl-legend-toggle").click()
+        assert not legend.find_element("css selector", ".pl-legend-body").is_displayed()
+        assert severe_logs(driver) == []
+    finally:
+        driver.switch_to.default_content()
 
 
 def test_opd_view_requires_a_key_and_shows_only_its_reports(driver, app_url, loaded_dsn):

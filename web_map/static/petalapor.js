@@ -350,11 +350,24 @@
     return html + '</div>';
   }
 
+  /* Small maps (the default embed is 600 x 420) start with the legend folded to its
+     title, so it does not cover the map; the title button unfolds it. */
+  var LEGEND_FOLDED_BELOW = {width: 700, height: 450};
+
   var LegendControl = L.Control.extend({
     options: {position: 'bottomright'},
-    onAdd: function () {
+    onAdd: function (map) {
+      var size = map.getSize();
+      this._folded = size.x < LEGEND_FOLDED_BELOW.width || size.y < LEGEND_FOLDED_BELOW.height;
       this._div = L.DomUtil.create('div', 'pl-panel pl-legend');
       L.DomEvent.disableScrollPropagation(this._div);
+      L.DomEvent.disableClickPropagation(this._div);
+      L.DomEvent.on(this._div, 'click', function (ev) {
+        if (ev.target.closest && ev.target.closest('.pl-legend-toggle')) {
+          this._folded = !this._folded;
+          this.update();
+        }
+      }, this);
       return this._div;
     },
     update: function () {
@@ -363,7 +376,12 @@
         var entry = PL.layers[key];
         if (PL.map.hasLayer(entry.layer)) { html += legendFor(key, entry.meta); }
       });
-      this._div.innerHTML = html ? '<div class="pl-legend-title">' + esc(tr('legend')) + '</div>' + html : '';
+      var folded = this._folded;
+      this._div.innerHTML = html ?
+        '<button type="button" class="pl-legend-toggle" aria-expanded="' + !folded + '">' +
+        esc(tr('legend')) + ' <span aria-hidden="true">' + (folded ? '&#9656;' : '&#9662;') +
+        '</span></button><div class="pl-legend-body"' + (folded ? ' hidden' : '') + '>' + html +
+        '</div>' : '';
       this._div.style.display = html ? '' : 'none';
     }
   });
