@@ -378,6 +378,13 @@ def test_map_popup_on_click(driver, app_url, loaded_dsn):
         ).fetchone()
     driver.get(app_url + "/map?lang=en")
     wait_for(driver, "window.PL && PL.ready", 30)
+    # the language link sits inside the filter panel (not in a 26 px Leaflet button box)
+    inside = driver.execute_script(
+        "var p = document.querySelector('.pl-filters').getBoundingClientRect();"
+        "var a = document.querySelector('.pl-filters .pl-lang').getBoundingClientRect();"
+        "return [a.left >= p.left, a.right <= p.right, a.width > 60, a.width, p.width];"
+    )
+    assert inside[:3] == [True, True, True], inside
     driver.execute_script(
         "PL.map.setView([arguments[0], arguments[1]], 13, {animate: false});", lat, lon
     )
