@@ -9,8 +9,8 @@ from petalapor.settings import PROJECT_ROOT
 
 #: conda-forge names that differ from PyPI's (a PyPI extra may be its own conda package).
 CONDA_NAMES = {"h3": "h3-py", "uvicorn[standard]": "uvicorn-standard"}
-#: conda-only entries (the database binaries and tooling).
-CONDA_ONLY = {"python", "postgresql", "postgis", "pip"}
+#: conda-only entries (the database binaries, npm for the map pages, tooling).
+CONDA_ONLY = {"python", "postgresql", "postgis", "nodejs", "pip"}
 
 
 def _name(requirement: str) -> str:
@@ -48,9 +48,10 @@ def test_same_dependencies():
     assert env - py == set(), f"in environment.yml but not pyproject.toml: {sorted(env - py)}"
 
 
-def test_environment_has_database_binaries():
+def test_environment_has_database_binaries_and_npm():
     text = (PROJECT_ROOT / "environment.yml").read_text()
     assert re.search(r"^  - postgresql", text, re.M) and re.search(r"^  - postgis", text, re.M)
+    assert re.search(r"^  - nodejs", text, re.M)  # web_map/package.json wants npm
 
 
 def test_console_script_and_python():

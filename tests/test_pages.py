@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from api.auth import create_key
-from api.routes.pages import VENDOR_FILES, parse_embed
+from api.routes.pages import VENDOR_FILES, missing_vendor_files, parse_embed
 from petalapor.errors import InvalidParameterError
 from petalapor.settings import PROJECT_ROOT
 from web_map import pages
@@ -209,6 +209,15 @@ def test_map_page_configuration(client):
     for url in re.findall(r"L\.vectorGrid\.protobuf\(\s*'([^']+)'", html):
         if "/tiles/hexes/" in url:
             assert "category=banjir" in url
+
+
+def test_missing_npm_files_are_named(tmp_path):
+    assert missing_vendor_files() == []  # ./dev installed them
+    assert missing_vendor_files(tmp_path) == sorted(VENDOR_FILES)
+    (tmp_path / "leaflet" / "dist").mkdir(parents=True)
+    (tmp_path / "leaflet" / "dist" / "leaflet.js").write_text("//")
+    assert "leaflet/dist/leaflet.js" not in missing_vendor_files(tmp_path)
+    assert "leaflet/dist/leaflet.css" in missing_vendor_files(tmp_path)
 
 
 def test_static_allow_list(client):

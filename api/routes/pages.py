@@ -225,6 +225,11 @@ def _walk(routes: list, prefix: str = "") -> set[str]:
     return found
 
 
+def missing_vendor_files(node_modules: Path = WEB_MAP / "node_modules") -> list[str]:
+    """The allow-listed npm files the map pages load that are not installed."""
+    return sorted(path for path in VENDOR_FILES if not (node_modules / path).is_file())
+
+
 def route_paths(app: object) -> set[str]:
     """Every path template the app serves (included routers too)."""
     return _walk(list(app.router.routes))  # type: ignore[attr-defined]
