@@ -1,0 +1,1 @@
+"""The FastAPI service: app factory, routes, auth, errors."""

@@ -20,11 +20,11 @@ from api.middleware import BodySizeLimitMiddleware
 from api.routes.analysis import AnalysisFactory
 from api.routes.boundaries import BoundaryFactory
 from api.routes.health import HealthFactory
-from api.routes.tiles import TileFactory
 from api.routes.layers import LayerFactory
 from api.routes.open311 import Open311Factory
 from api.routes.pages import PagesFactory
 from api.routes.reports import ReportFactory
+from api.routes.tiles import TileFactory
 from petalapor import __version__
 from petalapor.catalog import sync_catalog
 from petalapor.settings import Settings, get_settings
@@ -91,6 +91,8 @@ def create_app(settings: Settings | None = None, dsn: str | None = None) -> Fast
     app.include_router(ReportFactory(viewer=auth_viewer).router)
     app.include_router(Open311Factory(viewer=auth_viewer).router)
     app.include_router(LayerFactory(raster_dir=settings.paths.var / "rasters").router)
-    app.include_router(TileFactory(resolver=MemoResolver(app)).router)  # viewer from headers, memoised
+    app.include_router(
+        TileFactory(resolver=MemoResolver(app)).router
+    )  # viewer from headers, memoised
     app.include_router(PagesFactory().router)
     return app

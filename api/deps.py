@@ -38,7 +38,9 @@ def parse_bbox(value: str | None) -> BBox | None:
         minx, miny, maxx, maxy = (float(p) for p in parts)
     except ValueError as exc:
         raise InvalidParameterError(f"bbox values must be numbers (got {value!r})") from exc
-    if not (-180 <= minx <= 180 and -180 <= maxx <= 180 and -90 <= miny <= 90 and -90 <= maxy <= 90):
+    if not (
+        -180 <= minx <= 180 and -180 <= maxx <= 180 and -90 <= miny <= 90 and -90 <= maxy <= 90
+    ):
         raise InvalidParameterError(f"bbox out of lon/lat range (got {value!r})")
     if minx >= maxx or miny >= maxy:
         raise InvalidParameterError(f"bbox minimum must be below maximum (got {value!r})")
@@ -51,7 +53,10 @@ class BBoxParams:
 
     bbox: Annotated[
         str | None,
-        Query(description="Filter by lon/lat box: minx,miny,maxx,maxy (EPSG:4326).", examples=["106.8,-6.2,106.85,-6.15"]),
+        Query(
+            description="Filter by lon/lat box: minx,miny,maxx,maxy (EPSG:4326).",
+            examples=["106.8,-6.2,106.85,-6.15"],
+        ),
     ] = None
 
     def __post_init__(self) -> None:

@@ -38,7 +38,9 @@ def _handler(status: int):
         if status >= 500:
             log.exception("unhandled petalapor error", exc_info=exc)
         headers = {"WWW-Authenticate": "ApiKey"} if status == 401 else None
-        return JSONResponse({"detail": str(exc), "error": type(exc).__name__}, status_code=status, headers=headers)
+        return JSONResponse(
+            {"detail": str(exc), "error": type(exc).__name__}, status_code=status, headers=headers
+        )
 
     return handle
 
@@ -49,7 +51,9 @@ async def _validation(request: Request, exc: RequestValidationError) -> JSONResp
     for err in exc.errors():
         where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
         problems.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
-    return JSONResponse({"detail": "; ".join(problems), "errors": jsonable(exc.errors())}, status_code=422)
+    return JSONResponse(
+        {"detail": "; ".join(problems), "errors": jsonable(exc.errors())}, status_code=422
+    )
 
 
 def jsonable(errors: list[dict]) -> list[dict]:
@@ -66,7 +70,9 @@ def jsonable(errors: list[dict]) -> list[dict]:
 
 async def _database_down(request: Request, exc: psycopg.OperationalError) -> JSONResponse:
     log.error("database unavailable: %s", exc)
-    return JSONResponse({"detail": "database unavailable", "error": "DatabaseUnavailable"}, status_code=503)
+    return JSONResponse(
+        {"detail": "database unavailable", "error": "DatabaseUnavailable"}, status_code=503
+    )
 
 
 def add_exception_handlers(app: FastAPI) -> None:

@@ -19,6 +19,7 @@ class BodySizeLimitMiddleware:
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on, refusing a body over ``max_bytes`` with 413."""
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -47,13 +48,19 @@ class BodySizeLimitMiddleware:
 
     async def _reject(self, send: Send) -> None:
         body = json.dumps(
-            {"detail": f"request body larger than {self.max_bytes} bytes", "error": "PayloadTooLarge"}
+            {
+                "detail": f"request body larger than {self.max_bytes} bytes",
+                "error": "PayloadTooLarge",
+            }
         ).encode()
         await send(
             {
                 "type": "http.response.start",
                 "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
             }
         )
         await send({"type": "http.response.body", "body": body})

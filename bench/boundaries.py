@@ -31,7 +31,9 @@ def bench_database() -> str:
     """A fresh, migrated bench database on the configured server."""
     base = db.database_url(Settings(), migrate=False)
     with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(BENCH_DB)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(BENCH_DB))
+        )
         create_database(conn, BENCH_DB)
     url = psycopg.conninfo.make_conninfo(base, dbname=BENCH_DB)
     migrate(url)
@@ -46,7 +48,9 @@ def plain_load(url: str, sources) -> float:
         with conn.cursor().copy("COPY plain (code, geom) FROM STDIN") as copy:
             for src in sources:
                 frame = gpd.read_file(src.path)
-                wkb = shapely.to_wkb(shapely.set_srid(frame.geometry.values, 4326), hex=True, include_srid=True)
+                wkb = shapely.to_wkb(
+                    shapely.set_srid(frame.geometry.values, 4326), hex=True, include_srid=True
+                )
                 for code, geom in zip(frame[src.columns["code"]], wkb, strict=True):
                     copy.write_row((code, geom))
     return time.perf_counter() - started
@@ -68,7 +72,11 @@ def main() -> None:
     total, build, store = min(runs)
     t0 = time.perf_counter()
     with psycopg.connect(url) as conn:
-        status = "unchanged" if current_set(conn)["fingerprint"] == sources_fingerprint(sources) else "changed"
+        status = (
+            "unchanged"
+            if current_set(conn)["fingerprint"] == sources_fingerprint(sources)
+            else "changed"
+        )
     noop = time.perf_counter() - t0
 
     counts = bset.report.counts
@@ -78,8 +86,12 @@ def main() -> None:
     print(f"full import:                                   {total:.2f} s (best of 3)")
     print(f"re-import check, same files ({status}):      {noop:.2f} s")
     print(f"plain load, no checks (anchor):                {plain:.2f} s")
-    with psycopg.connect(psycopg.conninfo.make_conninfo(url, dbname="postgres"), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(BENCH_DB)))
+    with psycopg.connect(
+        psycopg.conninfo.make_conninfo(url, dbname="postgres"), autocommit=True
+    ) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(BENCH_DB))
+        )
     print(
         f"boundaries: {plain / total:.2f}x plain load ({total:.2f} s vs {plain:.2f} s for "
         f"{counts['kelurahan']} kelurahan + {counts['rw']:,} RW, all four levels)"

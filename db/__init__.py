@@ -8,7 +8,9 @@ from petalapor.settings import Settings
 
 def cluster_for(settings: Settings) -> Cluster:
     """The embedded cluster the settings describe."""
-    return Cluster(settings.db_dir(), host=settings.db.host, port=settings.db.port, dbname=settings.db.name)
+    return Cluster(
+        settings.db_dir(), host=settings.db.host, port=settings.db.port, dbname=settings.db.name
+    )
 
 
 def database_url(settings: Settings, *, start: bool = True, migrate: bool = True) -> str:

@@ -49,7 +49,12 @@ def store_boundary_set(dsn: str, bset: BoundarySet, *, force: bool = False) -> S
                 "VALUES (%s, %s, %s, %s) RETURNING id",
                 (
                     bset.fingerprint,
-                    json.dumps([{"level": s.level, "path": str(s.path), "columns": s.columns} for s in bset.sources]),
+                    json.dumps(
+                        [
+                            {"level": s.level, "path": str(s.path), "columns": s.columns}
+                            for s in bset.sources
+                        ]
+                    ),
                     json.dumps(bset.report.as_dict()),
                     json.dumps(counts),
                 ),

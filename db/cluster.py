@@ -136,7 +136,9 @@ class Cluster:
         The application database created inside the cluster.
     """
 
-    def __init__(self, root: Path, host: str = "127.0.0.1", port: int = 5433, dbname: str = "petalapor"):
+    def __init__(
+        self, root: Path, host: str = "127.0.0.1", port: int = 5433, dbname: str = "petalapor"
+    ):
         self.root = Path(root).resolve()
         self.host = host
         self.requested_port = port
@@ -193,7 +195,10 @@ class Cluster:
 
     def _run(self, argv: list[str], what: str, timeout: float = 120) -> str:
         proc = subprocess.run(
-            self._as_server_user(argv), capture_output=True, text=True, timeout=timeout,
+            self._as_server_user(argv),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
             cwd=str(self.root),
         )
         if proc.returncode != 0:
@@ -237,8 +242,15 @@ class Cluster:
         self._own()
         self._run(
             [
-                binaries.tool("initdb"), "-D", str(self.data_dir), "-U", SUPERUSER,
-                "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", "--lc-collate=C",
+                binaries.tool("initdb"),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                SUPERUSER,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+                "--lc-collate=C",
                 "--no-instructions",
             ],
             "initdb",
@@ -252,7 +264,8 @@ class Cluster:
         binaries = find_binaries()
         proc = subprocess.run(
             self._as_server_user([binaries.tool("pg_ctl"), "-D", str(self.data_dir), "status"]),
-            capture_output=True, text=True,
+            capture_output=True,
+            text=True,
         )
         return proc.returncode == 0
 
@@ -274,8 +287,17 @@ class Cluster:
         )
         self._run(
             [
-                binaries.tool("pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file),
-                "-o", options, "-w", "-t", "60", "start",
+                binaries.tool("pg_ctl"),
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.log_file),
+                "-o",
+                options,
+                "-w",
+                "-t",
+                "60",
+                "start",
             ],
             "pg_ctl start",
         )
@@ -313,14 +335,18 @@ class Cluster:
                     return
             except psycopg.OperationalError as exc:
                 if time.monotonic() > deadline:
-                    raise ClusterError(f"server did not accept connections: {exc}{self._log_tail()}") from exc
+                    raise ClusterError(
+                        f"server did not accept connections: {exc}{self._log_tail()}"
+                    ) from exc
                 time.sleep(0.2)
 
     def _create_database(self) -> None:
         import psycopg
 
         with psycopg.connect(self.dsn("postgres"), autocommit=True) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.dbname,)).fetchone()
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (self.dbname,)
+            ).fetchone()
             if not exists:
                 create_database(conn, self.dbname)
 

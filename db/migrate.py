@@ -102,10 +102,13 @@ def migrate(dsn: str, folder: Path = MIGRATIONS_DIR) -> list[Migration]:
                         continue  # another process applied it meanwhile
                     conn.execute(mig.sql)
                     conn.execute(
-                        "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
+                        "INSERT INTO schema_migrations (version, name, checksum) "
+                        "VALUES (%s, %s, %s)",
                         (mig.version, mig.name, mig.checksum),
                     )
             except psycopg.Error as exc:
-                raise MigrationError(f"migration {mig.path.name} failed and was rolled back: {exc}") from exc
+                raise MigrationError(
+                    f"migration {mig.path.name} failed and was rolled back: {exc}"
+                ) from exc
             done.append(mig)
     return done

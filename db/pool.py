@@ -8,7 +8,9 @@ from psycopg_pool import ConnectionPool
 from petalapor.settings import DatabaseSettings
 
 
-def create_pool(dsn: str, settings: DatabaseSettings | None = None, *, open: bool = True) -> ConnectionPool:
+def create_pool(
+    dsn: str, settings: DatabaseSettings | None = None, *, open: bool = True
+) -> ConnectionPool:
     """A pool of dict-row connections; waits until it holds its minimum when opened."""
     settings = settings or DatabaseSettings()
     pool = ConnectionPool(

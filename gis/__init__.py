@@ -1,0 +1,1 @@
+"""Pure geospatial core: boundaries, snapping, H3, analysis maths (no database)."""

@@ -119,12 +119,17 @@ class ValidationReport:
         for level in LEVELS:
             if level in self.counts:
                 parts = self.parts_in.get(level)
-                extra = f" (from {parts} source parts)" if parts and parts != self.counts[level] else ""
+                extra = (
+                    f" (from {parts} source parts)" if parts and parts != self.counts[level] else ""
+                )
                 lines.append(f"  {level:<10} {self.counts[level]:>6}{extra}")
         lines.append(f"  repaired geometries: {len(self.repaired)}")
         for rep in self.repaired:
             lines.append(f"    - {rep['level']} {rep['code']}: {rep['reason']}")
-        lines.append(f"  orphans (RW whose kelurahan code is not in the kelurahan layer): {len(self.orphans)}")
+        lines.append(
+            "  orphans (RW whose kelurahan code is not in the kelurahan layer): "
+            f"{len(self.orphans)}"
+        )
         for orph in self.orphans:
             lines.append(
                 f"    - rw {orph['code']}: declared {orph['declared']}, "
@@ -137,10 +142,14 @@ class ValidationReport:
                 f"{mis['share']:.0%} of area in {mis['majority']}"
             )
         total = sum(o["area_m2"] for o in self.overlaps)
-        lines.append(f"  RW overlaps over 1 m²: {len(self.overlaps)} pairs, {total / 1e6:.4f} km² in all")
+        lines.append(
+            f"  RW overlaps over 1 m²: {len(self.overlaps)} pairs, {total / 1e6:.4f} km² in all"
+        )
         lines.append(f"  kelurahan with RW coverage below 90%: {len(self.gaps)}")
         for gap in self.gaps[:20]:
-            lines.append(f"    - {gap['code']} {gap['name']}: {gap['rw_coverage']:.0%} covered by RW")
+            lines.append(
+                f"    - {gap['code']} {gap['name']}: {gap['rw_coverage']:.0%} covered by RW"
+            )
         for warn in self.warnings:
             lines.append(f"  warning: {warn}")
         return "\n".join(lines)
@@ -311,7 +320,8 @@ def _check_polygonal(gdf: gpd.GeoDataFrame, source: BoundarySource) -> None:
     if bad.all():
         found = sorted(set(types.dropna()))
         raise BoundaryError(
-            f"{source.path}: the {source.level} layer must hold polygons, found {found or ['no geometry']}"
+            f"{source.path}: the {source.level} layer must hold polygons, "
+            f"found {found or ['no geometry']}"
         )
     if bad.any():
         rows = [int(i) + 1 for i in np.flatnonzero(bad.to_numpy())[:5]]
@@ -344,7 +354,9 @@ def normalise(
     blank = out["code"].isna() | (out["code"] == "")
     if blank.any():
         rows = [int(i) + 1 for i in np.flatnonzero(blank.to_numpy())[:5]]
-        raise BoundaryError(f"{source.path}: feature(s) {rows} have an empty code ({source.columns['code']})")
+        raise BoundaryError(
+            f"{source.path}: feature(s) {rows} have an empty code ({source.columns['code']})"
+        )
     out = _repair(out, source.level, report)
     report.parts_in[source.level] = len(out)
     return _dissolve_by_code(out, source.level)
@@ -360,7 +372,9 @@ def _repair(gdf: gpd.GeoDataFrame, level: str, report: ValidationReport) -> gpd.
     fixed = shapely.make_valid(geoms[invalid])
     fixed = np.array([_polygonal_part(g) for g in fixed], dtype=object)
     for code, reason in zip(gdf["code"].to_numpy()[invalid], reasons, strict=True):
-        report.repaired.append({"level": level, "code": str(code), "reason": f"{reason}; make_valid"})
+        report.repaired.append(
+            {"level": level, "code": str(code), "reason": f"{reason}; make_valid"}
+        )
     gdf = gdf.copy()
     new = np.array(geoms, dtype=object)
     new[invalid] = fixed
@@ -436,7 +450,9 @@ def build_boundary_set(sources: list[BoundarySource]) -> BoundarySet:
     for level, frame in frames.items():
         report.counts[level] = len(frame)
         frames[level] = frame[COLUMNS].reset_index(drop=True)
-    return BoundarySet(frames=frames, report=report, fingerprint=sources_fingerprint(sources), sources=sources)
+    return BoundarySet(
+        frames=frames, report=report, fingerprint=sources_fingerprint(sources), sources=sources
+    )
 
 
 def sources_fingerprint(sources: list[BoundarySource]) -> str:
@@ -483,7 +499,10 @@ def _link_rw(
     rw["parent_code"] = rw["kelurahan_code"]
     parents = kel.set_index("code")[["kecamatan_code", "kota_code"]]
     rw = rw.join(parents, on="kelurahan_code")
-    rw["name"] = [_rw_name(code, label) for code, label in zip(rw["code"], rw.get("name", rw["code"]), strict=True)]
+    rw["name"] = [
+        _rw_name(code, label)
+        for code, label in zip(rw["code"], rw.get("name", rw["code"]), strict=True)
+    ]
     return rw
 
 
@@ -559,10 +578,12 @@ def _overlaps(rw_m: gpd.GeoDataFrame, min_area: float = 1.0) -> list[dict[str, A
     ]
 
 
-def _gaps(kel: gpd.GeoDataFrame, rw: gpd.GeoDataFrame, threshold: float = 0.9) -> list[dict[str, Any]]:
+def _gaps(
+    kel: gpd.GeoDataFrame, rw: gpd.GeoDataFrame, threshold: float = 0.9
+) -> list[dict[str, Any]]:
     """Kelurahan whose RW cover less than ``threshold`` of their area."""
     covered = rw.groupby("kelurahan_code")["area_m2"].sum()
-    share = (covered.reindex(kel["code"]).fillna(0.0).to_numpy() / kel["area_m2"].to_numpy())
+    share = covered.reindex(kel["code"]).fillna(0.0).to_numpy() / kel["area_m2"].to_numpy()
     out = []
     for code, name, s in zip(kel["code"], kel["name"], share, strict=True):
         if s < threshold:

@@ -1,0 +1,1 @@
+"""Context layers: the registry, JakWifi, ISPU, hotspots and surfaces."""

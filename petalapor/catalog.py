@@ -77,7 +77,8 @@ class Catalog:
         allowed = self.statuses[current].next
         if new not in allowed:
             raise ConflictError(
-                f"illegal status change {current} -> {new}; from {current} allowed: {', '.join(allowed)}"
+                f"illegal status change {current} -> {new}; "
+                f"from {current} allowed: {', '.join(allowed)}"
             )
 
 
@@ -95,7 +96,13 @@ def load_catalog(path: Path = CATALOG_FILE) -> Catalog:
             raise ConfigError(f"{path}: category {code} routes to unknown OPD {cat.opd}")
         categories[code] = cat
     statuses = {
-        code: Status(code=code, name_id=e["name_id"], name_en=e["name_en"], open=e["open"], next=tuple(e["next"]))
+        code: Status(
+            code=code,
+            name_id=e["name_id"],
+            name_en=e["name_en"],
+            open=e["open"],
+            next=tuple(e["next"]),
+        )
         for code, e in raw.get("status", {}).items()
     }
     for st in statuses.values():
@@ -104,7 +111,9 @@ def load_catalog(path: Path = CATALOG_FILE) -> Catalog:
             raise ConfigError(f"{path}: status {st.code} leads to unknown {sorted(unknown)}")
     if INITIAL_STATUS not in statuses:
         raise ConfigError(f"{path}: no status {INITIAL_STATUS}")
-    return Catalog(version=int(raw.get("version", 0)), opds=opds, categories=categories, statuses=statuses)
+    return Catalog(
+        version=int(raw.get("version", 0)), opds=opds, categories=categories, statuses=statuses
+    )
 
 
 @lru_cache
@@ -125,8 +134,10 @@ def sync_catalog(conn, catalog: Catalog | None = None) -> None:  # noqa: ANN001 
             )
         for cat in catalog.categories.values():
             conn.execute(
-                "INSERT INTO categories (code, name_id, name_en, default_opd, jaklapor, catalog_version) "
-                "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (code) DO UPDATE SET name_id = EXCLUDED.name_id, "
+                "INSERT INTO categories "
+                "(code, name_id, name_en, default_opd, jaklapor, catalog_version) "
+                "VALUES (%s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (code) DO UPDATE SET name_id = EXCLUDED.name_id, "
                 "name_en = EXCLUDED.name_en, default_opd = EXCLUDED.default_opd, "
                 "jaklapor = EXCLUDED.jaklapor, catalog_version = EXCLUDED.catalog_version",
                 (cat.code, cat.name_id, cat.name_en, cat.opd, cat.jaklapor, catalog.version),
@@ -134,7 +145,7 @@ def sync_catalog(conn, catalog: Catalog | None = None) -> None:  # noqa: ANN001 
         for st in catalog.statuses.values():
             conn.execute(
                 "INSERT INTO statuses (code, name_id, name_en, is_open) VALUES (%s, %s, %s, %s) "
-                "ON CONFLICT (code) DO UPDATE SET name_id = EXCLUDED.name_id, name_en = EXCLUDED.name_en, "
-                "is_open = EXCLUDED.is_open",
+                "ON CONFLICT (code) DO UPDATE SET name_id = EXCLUDED.name_id, "
+                "name_en = EXCLUDED.name_en, is_open = EXCLUDED.is_open",
                 (st.code, st.name_id, st.name_en, st.open),
             )

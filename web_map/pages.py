@@ -565,8 +565,8 @@ def embed_page(
     caption = json.dumps(t("source", lang))
     after = (
         "(function(){var c=L.control({position:'bottomleft'});c.onAdd=function(){"
-        "var d=L.DomUtil.create('div','pl-panel pl-caption');d.textContent=%s;return d;};c.addTo(PL.map);})();"
-        % caption
+        "var d=L.DomUtil.create('div','pl-panel pl-caption');d.textContent=%s;return d;};"
+        "c.addTo(PL.map);})();" % caption
     )
     m.add_child(_assets()(config, after))
     return _render(m, t("title_embed", lang), lang)

@@ -72,11 +72,17 @@ class BoundaryFactory:
                 float | None,
                 Query(ge=0, le=1000, description="Simplification tolerance in metres (0 = none)."),
             ] = None,
-            parent: Annotated[str | None, Query(description="Only children of this parent code.")] = None,
+            parent: Annotated[
+                str | None, Query(description="Only children of this parent code.")
+            ] = None,
             conn: psycopg.Connection = Depends(get_conn),
         ) -> Response:
             where = ["level = %(level)s"]
-            params: dict[str, object] = {"level": level.value, "tol": simplify, "limit": self.max_features}
+            params: dict[str, object] = {
+                "level": level.value,
+                "tol": simplify,
+                "limit": self.max_features,
+            }
             if bbox.box:
                 where.append("geom && ST_MakeEnvelope(%(x0)s, %(y0)s, %(x1)s, %(y1)s, 4326)")
                 params.update(dict(zip(("x0", "y0", "x1", "y1"), bbox.box, strict=True)))
@@ -109,7 +115,9 @@ class BoundaryFactory:
                 f"SELECT {_FEATURE.format(geom=_geom_expr(simplify))}::text AS body "
                 "FROM boundaries WHERE level = %(level)s AND code = %(code)s"
             )
-            row = conn.execute(query, {"level": level.value, "code": code, "tol": simplify}).fetchone()
+            row = conn.execute(
+                query, {"level": level.value, "code": code, "tol": simplify}
+            ).fetchone()
             if row is None:
                 raise NotFoundError(f"no {level.value} with code {code!r}")
             return Response(row["body"], media_type=GEOJSON)

@@ -25,14 +25,20 @@ class HealthFactory:
 
         @self.router.get("/healthz", tags=["service"], summary="Service and database health")
         def healthz(response: Response, conn: psycopg.Connection = Depends(get_conn)) -> dict:
-            row = conn.execute("SELECT postgis_lib_version() AS postgis, version() AS postgres").fetchone()
+            row = conn.execute(
+                "SELECT postgis_lib_version() AS postgis, version() AS postgres"
+            ).fetchone()
             counts = {
                 r["level"]: r["n"]
-                for r in conn.execute("SELECT level, count(*) AS n FROM boundaries GROUP BY level").fetchall()
+                for r in conn.execute(
+                    "SELECT level, count(*) AS n FROM boundaries GROUP BY level"
+                ).fetchall()
             }
             for table in self.counted_tables:
                 if conn.execute("SELECT to_regclass(%s) AS t", (table,)).fetchone()["t"]:
-                    counts[table] = conn.execute(f"SELECT count(*) AS n FROM {table}").fetchone()["n"]  # noqa: S608 - fixed names
+                    counts[table] = conn.execute(f"SELECT count(*) AS n FROM {table}").fetchone()[
+                        "n"
+                    ]  # noqa: S608 - fixed names
             response.headers["Cache-Control"] = "no-store"
             return {
                 "status": "ok",
@@ -44,4 +50,9 @@ class HealthFactory:
             }
 
     #: Tables whose row counts /healthz reports when they exist (fixed names only).
-    counted_tables: tuple[str, ...] = ("reports", "report_quarantine", "layer_jakwifi", "ispu_readings")
+    counted_tables: tuple[str, ...] = (
+        "reports",
+        "report_quarantine",
+        "layer_jakwifi",
+        "ispu_readings",
+    )

@@ -6,9 +6,9 @@ import argparse
 import time
 from pathlib import Path
 
-import db
 import psycopg
 
+import db
 from db.boundaries import current_set, store_boundary_set
 from gis.boundaries import BoundarySource, build_boundary_set, load_manifest, sources_fingerprint
 from petalapor.settings import Settings
@@ -23,14 +23,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="load boundaries (GeoJSON, GeoPackage, Shapefile or zip)",
         description=(
             "PATH is a folder holding the manifest's files or a manifest .toml; by default "
-            "data/boundaries/sources.toml with files from data/boundaries/ or ../shared/data/boundaries/."
+            "data/boundaries/sources.toml with files from data/boundaries/ or "
+            "../shared/data/boundaries/."
         ),
     )
     imp.add_argument("path", nargs="?", type=Path, help="folder or manifest .toml")
-    imp.add_argument("--kelurahan", type=Path, help="kelurahan file (default mapping of the manifest)")
+    imp.add_argument(
+        "--kelurahan", type=Path, help="kelurahan file (default mapping of the manifest)"
+    )
     imp.add_argument("--rw", type=Path, help="RW file (default mapping of the manifest)")
     imp.add_argument("--force", action="store_true", help="store even when the same set is loaded")
-    imp.add_argument("--check", action="store_true", help="validate and print the report; store nothing")
+    imp.add_argument(
+        "--check", action="store_true", help="validate and print the report; store nothing"
+    )
     imp.set_defaults(func=run_import)
 
 

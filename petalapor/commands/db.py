@@ -14,9 +14,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``db`` command group."""
     parser = sub.add_parser("db", help="run the embedded PostGIS cluster (var/pg/)")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    actions.add_parser("start", help="initdb if needed, start, create PostGIS, migrate").set_defaults(func=start)
+    actions.add_parser(
+        "start", help="initdb if needed, start, create PostGIS, migrate"
+    ).set_defaults(func=start)
     actions.add_parser("stop", help="stop the embedded cluster").set_defaults(func=stop)
-    actions.add_parser("status", help="show where the database is and whether it runs").set_defaults(func=status)
+    actions.add_parser(
+        "status", help="show where the database is and whether it runs"
+    ).set_defaults(func=status)
     actions.add_parser("migrate", help="apply pending migrations").set_defaults(func=run_migrate)
     actions.add_parser("url", help="print the database URL").set_defaults(func=url)
 

@@ -11,7 +11,9 @@ from petalapor.settings import Settings
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``up`` command."""
-    parser = sub.add_parser("up", help="start PostGIS, load boundaries (and demo data), serve the map")
+    parser = sub.add_parser(
+        "up", help="start PostGIS, load boundaries (and demo data), serve the map"
+    )
     parser.add_argument("--no-serve", action="store_true", help="load everything, then exit")
     parser.add_argument("--host")
     parser.add_argument("--port", type=int)
@@ -33,7 +35,9 @@ def up(args: argparse.Namespace) -> int:
     settings = Settings()
     dsn = db.database_url(settings)
     print(f"database ready: {dsn}")
-    boundaries.run_import(argparse.Namespace(path=None, kelurahan=None, rw=None, force=False, check=False))
+    boundaries.run_import(
+        argparse.Namespace(path=None, kelurahan=None, rw=None, force=False, check=False)
+    )
     for module_name, func_name in LOAD_STEPS:
         try:
             module = importlib.import_module(f"petalapor.commands.{module_name}")
