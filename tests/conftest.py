@@ -87,7 +87,7 @@ def dsn(cluster: Cluster | None) -> str:
 
 @pytest.fixture()
 def make_database(dsn: str) -> Iterator:
-    """Factory for throw-away databases (dropped after the test): ``make_database(migrated=True)``."""
+    """Factory for throw-away databases, dropped after the test: ``make_database()``."""
     with ExitStack() as stack:
         yield lambda migrated=True: stack.enter_context(throwaway_database(dsn, migrated=migrated))
 

@@ -40,7 +40,9 @@ def test_kelurahan_are_the_real_polygons(client, boundary_set):
 def test_bbox_simplify_and_parent(client):
     full = client.get("/boundaries/rw", params={"bbox": "106.82,-6.19,106.83,-6.18"}).json()
     assert 0 < len(full["features"]) < 100
-    simple = client.get("/boundaries/rw", params={"bbox": "106.82,-6.19,106.83,-6.18", "simplify": 20}).json()
+    simple = client.get(
+        "/boundaries/rw", params={"bbox": "106.82,-6.19,106.83,-6.18", "simplify": 20}
+    ).json()
     assert [f["id"] for f in simple["features"]] == [f["id"] for f in full["features"]]
     assert len(str(simple)) < len(str(full))
     kids = client.get("/boundaries/kelurahan", params={"parent": "3171010"}).json()["features"]
@@ -90,8 +92,11 @@ def test_petalapor_serve_answers(loaded_dsn):
     port = free_port()
     env = dict(os.environ, DATABASE_URL=loaded_dsn, PETALAPOR_API_PORT=str(port))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "petalapor.cli", "serve"], env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [sys.executable, "-m", "petalapor.cli", "serve"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 60
@@ -99,13 +104,19 @@ def test_petalapor_serve_answers(loaded_dsn):
             try:
                 health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
                 break
-            except httpx.TransportError:
+            except httpx.TransportError as exc:
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError("serve did not come up:\n" + (proc.stdout.read() if proc.poll() is not None else ""))
+                    raise AssertionError(
+                        "serve did not come up:\n"
+                        + (proc.stdout.read() if proc.poll() is not None else "")
+                    ) from exc
                 time.sleep(0.3)
         assert health.json()["counts"]["kelurahan"] == 267
-        kel = httpx.get(f"http://127.0.0.1:{port}/boundaries/kelurahan", timeout=30,
-                        headers={"Accept-Encoding": "gzip"})
+        kel = httpx.get(
+            f"http://127.0.0.1:{port}/boundaries/kelurahan",
+            timeout=30,
+            headers={"Accept-Encoding": "gzip"},
+        )
         assert kel.status_code == 200 and len(kel.json()["features"]) == 267
         assert kel.headers.get("content-encoding") == "gzip"
     finally:

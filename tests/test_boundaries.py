@@ -19,7 +19,9 @@ from petalapor.errors import BoundaryError, ConfigError
 def _stated_kelurahan_count(shared_data: Path) -> int:
     """The kelurahan count SOURCES.md states for the primary layer."""
     text = (shared_data / "boundaries" / "SOURCES.md").read_text()
-    match = re.search(r"kelurahan_dki_nusantr\.geojson`: primary kelurahan layer \((\d+) features\)", text)
+    match = re.search(
+        r"kelurahan_dki_nusantr\.geojson`: primary kelurahan layer \((\d+) features\)", text
+    )
     assert match, "SOURCES.md no longer states the kelurahan count"
     return int(match[1])
 
@@ -43,7 +45,9 @@ def test_every_rw_has_a_kelurahan_or_is_an_orphan(boundary_set):
     # joined by code: an RW's kecamatan/kota come from its kelurahan's codes
     kel = boundary_set.frames["kelurahan"].set_index("code")
     sample = rw.iloc[::97]
-    assert (sample["kota_code"].to_numpy() == kel.loc[sample["kelurahan_code"], "kota_code"].to_numpy()).all()
+    assert (
+        sample["kota_code"].to_numpy() == kel.loc[sample["kelurahan_code"], "kota_code"].to_numpy()
+    ).all()
 
 
 def test_rw_names_come_from_the_code(boundary_set):
@@ -66,12 +70,15 @@ def test_store_is_idempotent_and_indexed(make_database, boundary_set):
     again = store_boundary_set(url, boundary_set)
     assert again.status == "unchanged" and again.set_id == first.set_id
     with psycopg.connect(url) as conn:
-        rows = dict(conn.execute("SELECT level, count(*) FROM boundaries GROUP BY level").fetchall())
+        rows = dict(
+            conn.execute("SELECT level, count(*) FROM boundaries GROUP BY level").fetchall()
+        )
         assert rows == {"kota": 6, "kecamatan": 44, "kelurahan": 267, "rw": 2698}
         assert conn.execute("SELECT count(*) FROM boundary_sets").fetchone()[0] == 1
         assert conn.execute("SELECT bool_and(ST_IsValid(geom)) FROM boundaries").fetchone()[0]
         gist = conn.execute(
-            "SELECT count(*) FROM pg_indexes WHERE tablename = 'boundaries' AND indexdef ILIKE '%gist%'"
+            "SELECT count(*) FROM pg_indexes "
+            "WHERE tablename = 'boundaries' AND indexdef ILIKE '%gist%'"
         ).fetchone()[0]
         assert gist >= 2
 
@@ -87,14 +94,20 @@ def _subset(boundary_set, tmp_path: Path, kota: str = "3173") -> list[BoundarySo
     rw = rw[rw["kelurahan_code"].isin(kel["code"])]
     kel_out = gpd.GeoDataFrame(
         {
-            "kelurahan_id": kel["code"], "kelurahan": kel["name"], "kecamatan_id": kel["kecamatan_code"],
-            "kecamatan": kel["kecamatan_code"], "kota_id": kel["kota_code"], "kota": "Jakarta Pusat",
+            "kelurahan_id": kel["code"],
+            "kelurahan": kel["name"],
+            "kecamatan_id": kel["kecamatan_code"],
+            "kecamatan": kel["kecamatan_code"],
+            "kota_id": kel["kota_code"],
+            "kota": "Jakarta Pusat",
         },
-        geometry=kel.geometry.values, crs="EPSG:4326",
+        geometry=kel.geometry.values,
+        crs="EPSG:4326",
     )
     rw_out = gpd.GeoDataFrame(
         {"rw_id": rw["code"], "rw": rw["name"], "kelurahan_id": rw["kelurahan_code"]},
-        geometry=rw.geometry.values, crs="EPSG:4326",
+        geometry=rw.geometry.values,
+        crs="EPSG:4326",
     )
     kel_out.to_file(tmp_path / "kel.geojson")
     rw_out.to_file(tmp_path / "rw.geojson")
@@ -112,9 +125,13 @@ def test_new_version_replaces_the_set_in_one_go(make_database, boundary_set, tmp
     result = store_boundary_set(url, small)
     assert result.status == "replaced"
     with psycopg.connect(url) as conn:
-        n_kel = conn.execute("SELECT count(*) FROM boundaries WHERE level = 'kelurahan'").fetchone()[0]
+        n_kel = conn.execute(
+            "SELECT count(*) FROM boundaries WHERE level = 'kelurahan'"
+        ).fetchone()[0]
         assert n_kel == small.report.counts["kelurahan"] < 267
-        assert conn.execute("SELECT count(*) FROM boundary_sets WHERE is_current").fetchone()[0] == 1
+        assert (
+            conn.execute("SELECT count(*) FROM boundary_sets WHERE is_current").fetchone()[0] == 1
+        )
 
 
 @pytest.mark.parametrize("driver,suffix", [("GPKG", ".gpkg"), ("ESRI Shapefile", ".shp")])
@@ -183,10 +200,14 @@ def test_failures_are_clear_and_leave_previous_set(make_database, boundary_set, 
     points["geometry"] = points.geometry.representative_point()
     points.to_file(tmp_path / "points.geojson")
     with pytest.raises(BoundaryError, match="must hold polygons, found \\['Point'\\]"):
-        build_boundary_set([sources[0], BoundarySource("rw", tmp_path / "points.geojson", sources[1].columns)])
+        build_boundary_set(
+            [sources[0], BoundarySource("rw", tmp_path / "points.geojson", sources[1].columns)]
+        )
 
     with pytest.raises(BoundaryError, match="file not found"):
-        build_boundary_set([sources[0], BoundarySource("rw", tmp_path / "nope.geojson", sources[1].columns)])
+        build_boundary_set(
+            [sources[0], BoundarySource("rw", tmp_path / "nope.geojson", sources[1].columns)]
+        )
 
     assert _current_fingerprint(url) == before
 
@@ -201,7 +222,9 @@ def test_failed_store_rolls_back(make_database, boundary_set, tmp_path):
         store_boundary_set(url, small)
     assert _current_fingerprint(url) == before
     with psycopg.connect(url) as conn:
-        assert conn.execute("SELECT count(*) FROM boundaries WHERE level = 'rw'").fetchone()[0] == 2698
+        assert (
+            conn.execute("SELECT count(*) FROM boundaries WHERE level = 'rw'").fetchone()[0] == 2698
+        )
 
 
 def test_manifest_errors(tmp_path):

@@ -510,7 +510,8 @@ def test_opd_view_requires_a_key_and_shows_only_its_reports(driver, app_url, loa
     with psycopg.connect(loaded_dsn) as conn:
         _, token = create_key(conn, "opd", "DSDA", "browser test")
         expected = conn.execute(
-            "SELECT count(*) FROM reports WHERE opd = 'DSDA'", ()  # own hidden reports included
+            "SELECT count(*) FROM reports WHERE opd = 'DSDA'",
+            (),  # own hidden reports included
         ).fetchone()[0]
     form.find_element("name", "key").send_keys(token)
     form.submit()

@@ -17,7 +17,6 @@ from petalapor.settings import PROJECT_ROOT, Settings
 TEST_VAR = PROJECT_ROOT / "var" / "test"
 
 
-
 @pytest.fixture()
 def own_cluster():
     """A second cluster of this test's own, removed afterwards."""

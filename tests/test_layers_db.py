@@ -445,7 +445,9 @@ def test_report_ispu_at_place_and_day(layer_db, ispu, shared_data):
             "JOIN reports r ON r.id = x.report_id WHERE r.external_id = 'layers-2'"
         ).fetchone()
     january = readings[readings["date"].dt.month == 1].dropna(subset=["ispu"])
-    folded = january.assign(date=pd.to_datetime({"year": 2000, "month": 1, "day": january["date"].dt.day}))
+    folded = january.assign(
+        date=pd.to_datetime({"year": 2000, "month": 1, "day": january["date"].dt.day})
+    )
     want_clim = idw_at_points(folded, stations, [106.80], [-6.20], ["2000-01-01"])
     assert period == "clim-01" and day_value is None
     assert n == january["station_id"].nunique()

@@ -1,4 +1,4 @@
-"""The library and bench code pass ruff (the settings in pyproject.toml), lint and format."""
+"""All the Python code passes ruff (the settings in pyproject.toml), lint and format."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import sys
 
 from petalapor.settings import PROJECT_ROOT
 
-#: What ruff checks: everything but the tests (not yet held to it).
-CHECKED = ["petalapor", "gis", "db", "tiles", "layers", "api", "web_map", "bench"]
+#: What ruff checks: all the Python code.
+CHECKED = ["petalapor", "gis", "db", "tiles", "layers", "api", "web_map", "bench", "tests"]
 
 
 def ruff(*args: str) -> subprocess.CompletedProcess:

@@ -12,15 +12,13 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
+from intake import Intake, admin_token, api, db, unchanged  # noqa: F401 - fixtures
 
 from db.reports import count_rows
 from petalapor.catalog import get_catalog, sync_catalog
 
-from intake import Intake, admin_token, api, db, unchanged  # noqa: F401 - fixtures
-
 V2 = "/open311/v2"
 MONAS = {"lat": "-6.1754", "long": "106.8272"}
-
 
 
 def xml(res) -> ET.Element:

@@ -61,7 +61,10 @@ def test_console_script_and_python():
 
 
 def test_ci_runs_the_readme_test_command():
-    ci = [l.strip() for l in (PROJECT_ROOT / ".ci" / "run").read_text().splitlines()
-          if l.strip() and not l.startswith(("#", "set ", "cd "))]
+    ci = [
+        line.strip()
+        for line in (PROJECT_ROOT / ".ci" / "run").read_text().splitlines()
+        if line.strip() and not line.startswith(("#", "set ", "cd "))
+    ]
     assert ci == ["./dev test"]
     assert "./dev test" in (PROJECT_ROOT / "README.md").read_text()

@@ -14,12 +14,11 @@ import numpy as np
 import psycopg
 import pytest
 import shapely
+from intake import Intake, admin_token, api, db, unchanged  # noqa: F401 - fixtures
 from pyproj import Transformer
 
 from db.reports import hash_reporter, reporter_salt
 from petalapor.catalog import get_catalog
-
-from intake import Intake, admin_token, api, db, unchanged  # noqa: F401 - fixtures
 
 WIB = timezone(timedelta(hours=7))
 TO_UTM = Transformer.from_crs("EPSG:4326", "EPSG:32748", always_xy=True)
@@ -34,7 +33,6 @@ KNOWN = {
     # the TMII RW lies in Ceger's polygon but belongs to kelurahan 3172030002
     "tmii": (106.8951, -6.3025, "3172030002999000"),
 }
-
 
 
 def report(lon: float, lat: float, **extra) -> dict:

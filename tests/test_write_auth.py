@@ -16,17 +16,15 @@ import xml.etree.ElementTree as ET
 
 import psycopg
 import pytest
+from intake import unchanged
 
 from api.auth import create_key, revoke_key
 from petalapor.catalog import sync_catalog
-
-from intake import unchanged
 
 V2 = "/open311/v2"
 MONAS = {"lat": -6.1754, "lon": 106.8272}
 #: A token that looks like a key but matches none.
 UNKNOWN_KEY = "plk_000000000000_" + "A" * 43
-
 
 
 @pytest.fixture(scope="module")
