@@ -75,3 +75,12 @@ def tile_test_database(
             with psycopg.connect(url) as conn:
                 copy_reports(conn, synthetic_reports(RwPolygons.load(conn), reports, seed))
         yield url
+
+
+def key_header(dsn: str, role: str, opd: str | None = None, name: str = "test") -> dict[str, str]:
+    """A new API key of ``role`` (for ``opd``), as the request header that carries it."""
+    from api.auth import create_key
+
+    with psycopg.connect(dsn) as conn:
+        _, token = create_key(conn, role, opd, name)
+    return {"x-api-key": token}

@@ -15,9 +15,8 @@ from rasterio.io import MemoryFile
 from rio_cogeo.cogeo import cog_validate
 
 from api.app import create_app
-from api.auth import create_key
 from petalapor.cli import main as cli
-from tests.databases import tile_test_database
+from tests.databases import key_header, tile_test_database
 from tiles.filters import Filters, parse_filters
 from tiles.heatmap import Grid, colormap_lut, nice_ceil, png_rgba, smoothed_counts
 from tiles.tms import (
@@ -74,9 +73,7 @@ def client(tile_db: str, isolated, settings):
 
 @pytest.fixture(scope="module")
 def admin(tile_db: str) -> dict[str, str]:
-    with psycopg.connect(tile_db) as conn:
-        _, token = create_key(conn, "admin", name="heatmap test")
-    return {"x-api-key": token}
+    return key_header(tile_db, "admin", name="heatmap test")
 
 
 def read_png(body: bytes) -> np.ndarray:

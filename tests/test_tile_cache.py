@@ -15,8 +15,7 @@ from fastapi.testclient import TestClient
 
 import tiles.cache as tile_cache
 from api.app import create_app
-from api.auth import create_key
-from tests.databases import tile_test_database
+from tests.databases import key_header, tile_test_database
 from tiles.cache import CachedTile, TileCache, TileKey
 from tiles.footprint import hex_polygon
 from tiles.synthetic import RwPolygons, copy_reports, synthetic_reports
@@ -109,9 +108,7 @@ def client(tile_db: str, settings):
 
 @pytest.fixture(scope="module")
 def admin(tile_db: str) -> dict[str, str]:
-    with psycopg.connect(tile_db) as conn:
-        _, token = create_key(conn, "admin", name="cache test")
-    return {"x-api-key": token}
+    return key_header(tile_db, "admin", name="cache test")
 
 
 def wait_until(condition, timeout: float = 15.0) -> None:

@@ -20,9 +20,8 @@ import shapely
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.auth import create_key
 from petalapor.catalog import get_catalog
-from tests.databases import tile_test_database
+from tests.databases import key_header, tile_test_database
 from tiles.footprint import hex_polygon
 from tiles.tms import Tile as TileAddr
 from tiles.tms import cluster_resolution, xy_bounds, zoom_to_resolution
@@ -51,10 +50,11 @@ def client(tile_db: str, settings):
 
 @pytest.fixture(scope="module")
 def keys(tile_db: str) -> dict[str, dict[str, str]]:
-    with psycopg.connect(tile_db) as conn:
-        _, admin = create_key(conn, "admin", name="tiles test")
-        _, opd = create_key(conn, "opd", "DSDA", name="tiles test")
-    return {"public": {}, "admin": {"x-api-key": admin}, "opd": {"x-api-key": opd}}
+    return {
+        "public": {},
+        "admin": key_header(tile_db, "admin", name="tiles test"),
+        "opd": key_header(tile_db, "opd", "DSDA", name="tiles test"),
+    }
 
 
 @pytest.fixture(scope="module")
