@@ -123,10 +123,7 @@ def bench_database() -> str:
             if attempt == 2:
                 raise
             print(f"{BENCH_DB}: {exc}; making it again")
-            with psycopg.connect(server, autocommit=True) as conn:
-                conn.execute(
-                    sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(BENCH_DB))
-                )
+            drop_bench_database()
     with psycopg.connect(dsn) as conn:
         sync_catalog(conn)
     return dsn
@@ -215,7 +212,7 @@ def main() -> None:
 
 
 def drop_bench_database() -> None:
-    """Drop ``petalapor_bench`` (after a ``--without`` run changed its schema)."""
+    """Drop ``petalapor_bench``: its schema is no longer the migrations' (``--without``, edits)."""
     server = db.database_url(Settings(), migrate=False)
     with psycopg.connect(server, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(BENCH_DB)))
