@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import psycopg
 import shapely
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 
 from gis.boundaries import COLUMNS, LEVELS, METRIC_CRS, BoundarySet
 
@@ -29,6 +29,42 @@ def current_set(conn: psycopg.Connection) -> dict | None:
             "SELECT id, fingerprint, counts, report, imported_at FROM boundary_sets "
             "WHERE is_current"
         ).fetchone()
+
+
+@dataclass(frozen=True)
+class KelurahanChoice:
+    """A kelurahan as people name it: for pickers (the embed builder)."""
+
+    code: str
+    name: str
+    kecamatan: str | None
+    kota: str | None
+
+    @property
+    def label(self) -> str:
+        """Name, kecamatan and kota, e.g. ``Gambir, Kec. Gambir, Jakarta Pusat``."""
+        parts = [self.name]
+        if self.kecamatan:
+            parts.append(f"Kec. {self.kecamatan}")
+        if self.kota:
+            parts.append(self.kota)
+        return ", ".join(parts)
+
+
+def kelurahan_choices(conn: psycopg.Connection) -> list[KelurahanChoice]:
+    """Every kelurahan of the boundary set in use, with its kecamatan and kota names, by name."""
+    with conn.cursor(row_factory=tuple_row) as cur:
+        rows = cur.execute(
+            """
+            SELECT k.code, k.name, kc.name, kt.name
+            FROM boundaries k
+            LEFT JOIN boundaries kc ON kc.level = 'kecamatan' AND kc.code = k.kecamatan_code
+            LEFT JOIN boundaries kt ON kt.level = 'kota' AND kt.code = k.kota_code
+            WHERE k.level = 'kelurahan'
+            ORDER BY k.name, k.code
+            """
+        ).fetchall()
+    return [KelurahanChoice(*row) for row in rows]
 
 
 def store_boundary_set(dsn: str, bset: BoundarySet, *, force: bool = False) -> StoreResult:

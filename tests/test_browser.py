@@ -501,6 +501,58 @@ def test_small_embed_folds_its_legend_until_asked(driver, framing_url):
         driver.switch_to.default_content()
 
 
+def test_embed_builder_finds_a_kelurahan_by_name(driver, app_url, loaded_dsn):
+    """A citizen types a kelurahan's name; the snippet and preview use its code and extent."""
+    with psycopg.connect(loaded_dsn) as conn:
+        code, name, x0, y0, x1, y1 = conn.execute(
+            "SELECT code, name, ST_XMin(geom), ST_YMin(geom), ST_XMax(geom), ST_YMax(geom) "
+            "FROM boundaries WHERE level = 'kelurahan' AND name = 'Gambir'"
+        ).fetchone()
+    driver.get(app_url + "/embed/builder?lang=en")
+    options = driver.execute_script("return document.querySelectorAll('#b-areas option').length;")
+    assert options > 250  # every kelurahan of Jakarta is offered
+    area = driver.find_element("id", "b-area")
+    snippet = driver.find_element("id", "b-snippet")
+    note = driver.find_element("id", "b-area-note")
+
+    def enter(text: str) -> None:
+        area.clear()
+        area.send_keys(text)
+        driver.execute_script(
+            "document.getElementById('pl-builder').dispatchEvent(new Event('change'));"
+        )
+
+    enter(name.lower())
+    assert f"kelurahan={code}" in snippet.get_attribute("value")
+    assert "lang=en" in snippet.get_attribute("value")  # the embed speaks the page's language
+    assert name in note.text and code in note.text and "Jakarta Pusat" in note.text
+    assert "pl-warn" not in note.get_attribute("class")
+    preview = driver.find_element("id", "b-preview")
+    assert f"kelurahan={code}" in preview.get_attribute("src")
+    driver.switch_to.frame(preview)
+    try:  # the preview opens on the kelurahan
+        wait_for(driver, "window.PL && PL.ready", 30, "preview PL.init")
+        view = driver.execute_script(
+            "var b = PL.map.getBounds(); return [b.getWest(), b.getSouth(), b.getEast(), "
+            "b.getNorth()];"
+        )
+    finally:
+        driver.switch_to.default_content()
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    assert view[0] < cx < view[2] and view[1] < cy < view[3], view
+    assert view[2] - view[0] < 0.2  # zoomed in, not the whole city (about 0.8 degrees wide)
+
+    enter("Atlantis")  # not a kelurahan: said so, and the snippet keeps to the whole city
+    assert "pl-warn" in note.get_attribute("class") and "Unknown kelurahan" in note.text
+    assert "kelurahan=" not in snippet.get_attribute("value")
+    enter("106.80, -6.20, 106.85, -6.15")
+    assert "bbox=106.80%2C-6.20%2C106.85%2C-6.15" in snippet.get_attribute("value")
+    enter("106.80,-6.20")
+    assert "pl-warn" in note.get_attribute("class") and "bbox" not in snippet.get_attribute("value")
+    (SHOTS / "builder.png").write_bytes(driver.get_screenshot_as_png())
+    assert severe_logs(driver) == []
+
+
 def test_opd_view_requires_a_key_and_shows_only_its_reports(driver, app_url, loaded_dsn):
     driver.delete_all_cookies()
     driver.get(app_url + "/opd")

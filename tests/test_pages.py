@@ -191,6 +191,20 @@ def test_language_switch(client):
         == "Filters"
     )
     assert "lang=en" in client.get("/embed/builder").text
+    builder = client.get("/embed/builder?lang=en").text
+    assert '<option value="en" selected>English</option>' in builder
+
+
+def test_builder_offers_every_kelurahan_by_name(client, loaded_dsn):
+    html = client.get("/embed/builder").text
+    with psycopg.connect(loaded_dsn) as conn:
+        codes = {
+            r[0] for r in conn.execute("SELECT code FROM boundaries WHERE level = 'kelurahan'")
+        }
+    offered = set(re.findall(r'<option value="([0-9]+)" label="[^"]+">', html))
+    assert offered == codes and len(codes) > 250
+    assert re.search(r'<option value="[0-9]+" label="Gambir, Kec\. Gambir, Jakarta Pusat">', html)
+    assert 'list="b-areas"' in html
     assert set(strings("id")) == set(strings("en")) == set(STRINGS)
 
 

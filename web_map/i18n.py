@@ -79,8 +79,17 @@ STRINGS: dict[str, tuple[str, str]] = {
     "layer": ("Lapisan", "Layer"),
     "area": ("Wilayah", "Area"),
     "area_hint": (
-        "kode kelurahan atau bbox (minx,miny,maxx,maxy)",
-        "kelurahan code or bbox (minx,miny,maxx,maxy)",
+        "nama atau kode kelurahan, atau bbox (minx,miny,maxx,maxy)",
+        "kelurahan name or code, or a bbox (minx,miny,maxx,maxy)",
+    ),
+    "area_placeholder": ("ketik nama kelurahan", "type a kelurahan name"),
+    "area_unknown": (
+        "Kelurahan tidak dikenal; pilih dari daftar. Peta menampilkan seluruh Jakarta.",
+        "Unknown kelurahan; pick one from the list. The map shows all of Jakarta.",
+    ),
+    "bbox_bad": (
+        "bbox harus empat angka: minx,miny,maxx,maxy. Peta menampilkan seluruh Jakarta.",
+        "A bbox is four numbers: minx,miny,maxx,maxy. The map shows all of Jakarta.",
     ),
     "language": ("Bahasa", "Language"),
     "copy": ("Salin", "Copy"),

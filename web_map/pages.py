@@ -600,13 +600,23 @@ def login_page(lang: str, minutes: int, next_url: str = "/opd", error: bool = Fa
     return _page(t("title_login", lang), lang, body)
 
 
-def builder_page(ctx: PageContext, example_kelurahan: str | None = None) -> str:
-    """``/embed/builder``: pick options, preview, copy the ``<iframe>`` snippet."""
+def builder_page(ctx: PageContext, areas: Sequence[tuple[str, str]] = ()) -> str:
+    """``/embed/builder``: pick options, preview, copy the ``<iframe>`` snippet.
+
+    ``areas``: ``(code, label)`` of every kelurahan, offered by name in the
+    *area* field (a ``<datalist>``); the field also takes a code or a bbox.
+    """
     lang = ctx.lang
 
-    def options(name: str, items: Sequence[tuple[str, str]], blank: bool = False) -> str:
+    def options(
+        name: str, items: Sequence[tuple[str, str]], blank: bool = False, selected: str = ""
+    ) -> str:
         opts = [f'<option value="">{escape(t("all", lang))}</option>'] if blank else []
-        opts += [f'<option value="{escape(v)}">{escape(label)}</option>' for v, label in items]
+        opts += [
+            f'<option value="{escape(v)}"{" selected" if v == selected else ""}>'
+            f"{escape(label)}</option>"
+            for v, label in items
+        ]
         return f'<select name="{name}" id="b-{name}">{"".join(opts)}</select>'
 
     layers = [(k, t(f"layer_{k}", lang)) for k in AGGREGATE_LAYERS]
@@ -614,7 +624,15 @@ def builder_page(ctx: PageContext, example_kelurahan: str | None = None) -> str:
     metrics = [(k, t(f"metric_{k}", lang)) for k in METRICS]
     cats = [(c[0], c[1]) for c in ctx.catalog.get("categories", [])]
     langs = [("id", "Bahasa Indonesia"), ("en", "English")]
-    button_text = {"copied": t("copied", lang), "copy": t("copy", lang)}
+    button_text = {
+        "copied": t("copied", lang),
+        "copy": t("copy", lang),
+        "area_unknown": t("area_unknown", lang),
+        "bbox_bad": t("bbox_bad", lang),
+    }
+    area_options = "".join(
+        f'<option value="{escape(code)}" label="{escape(label)}"></option>' for code, label in areas
+    )
     body = (
         f"<h1>{escape(t('title_builder', lang))}</h1>"
         f'<p><a href="{escape(ctx.lang_switch())}">{escape(t("switch_lang", lang))}</a></p>'
@@ -624,9 +642,11 @@ def builder_page(ctx: PageContext, example_kelurahan: str | None = None) -> str:
         f"<label>{escape(t('category', lang))}<br>{options('category', cats, blank=True)}</label>"
         f"<label>{escape(t('period', lang))}<br>{options('period', periods)}</label>"
         f'<label>{escape(t("area", lang))}<br><input type="text" name="area" id="b-area" '
-        f'placeholder="{escape(example_kelurahan or "3173031006")}" '
-        f'title="{escape(t("area_hint", lang))}"></label>'
-        f"<label>{escape(t('language', lang))}<br>{options('lang', langs)}</label>"
+        f'list="b-areas" autocomplete="off" placeholder="{escape(t("area_placeholder", lang))}" '
+        f'title="{escape(t("area_hint", lang))}" aria-describedby="b-area-note"></label>'
+        f'<datalist id="b-areas">{area_options}</datalist>'
+        '<small id="b-area-note" class="pl-note" aria-live="polite"></small>'
+        f"<label>{escape(t('language', lang))}<br>{options('lang', langs, selected=lang)}</label>"
         f"<label>{escape(t('snippet', lang))}<br>"
         '<textarea id="b-snippet" rows="4" readonly></textarea></label>'
         f'<button type="button" id="b-copy">{escape(t("copy", lang))}</button></form>'

@@ -25,6 +25,7 @@ from starlette.datastructures import QueryParams
 
 from api.auth import Viewer, auth_state, issue_session, resolve, viewer
 from api.deps import parse_bbox
+from db.boundaries import kelurahan_choices
 from petalapor.catalog import get_catalog
 from petalapor.errors import AuthenticationError, InvalidParameterError, NotFoundError
 from web_map import pages
@@ -394,7 +395,10 @@ class PagesFactory:
             response_class=HTMLResponse,
         )
         def builder(request: Request, lang: str | None = None) -> HTMLResponse:
-            return self._html(pages.builder_page(self.context(request, lang)))
+            ctx = self.context(request, lang)
+            with request.app.state.pool.connection() as conn:
+                areas = [(k.code, k.label) for k in kelurahan_choices(conn)]
+            return self._html(pages.builder_page(ctx, areas))
 
     def _embed_bounds(
         self, request: Request, opts: pages.EmbedOptions
