@@ -127,6 +127,30 @@ def test_resolution_city_wide_and_groupings(api) -> None:
     assert ranks and min(ranks) == 1
 
 
+def test_a_date_as_to_includes_that_day(api, api_db) -> None:
+    """``to=2026-03-10`` counts reports of 10 March (WIB), as /reports and the tiles do."""
+    _, frame = api_db
+    day = pd.Timestamp("2026-03-10", tz="Asia/Jakarta")
+    created = pd.to_datetime(frame["created_at"], utc=True)
+    in_day = (created >= day) & (created < day + pd.Timedelta(days=1)) & frame["public"]
+    assert in_day.sum() > 5
+    r = get(api, "/analysis/resolution", unit="none", **{"from": "2026-03-10", "to": "2026-03-10"})
+    assert r.status_code == 200, r.text
+    assert r.json()["rows"][0]["reports"] == in_day.sum()
+    assert pd.Timestamp(r.json()["meta"]["to"]) == day + pd.Timedelta(days=1)
+    # a time stays an exclusive bound
+    r = get(api, "/analysis/resolution", unit="none", **{"from": "2026-03-10", "to": "2026-03-11"})
+    wide = (created >= day) & (created < day + pd.Timedelta(days=2)) & frame["public"]
+    assert r.json()["rows"][0]["reports"] == wide.sum()
+    r = get(
+        api,
+        "/analysis/resolution",
+        unit="none",
+        **{"from": "2026-03-10", "to": "2026-03-11T00:00:00+07:00"},
+    )
+    assert r.json()["rows"][0]["reports"] == in_day.sum()
+
+
 @pytest.mark.parametrize(
     ("path", "params", "reason"),
     [
@@ -134,6 +158,7 @@ def test_resolution_city_wide_and_groupings(api) -> None:
         ("/analysis/resolution", {"period": "day"}, "period must be one of"),
         ("/analysis/resolution", {"from": "not-a-date"}, "from"),
         ("/analysis/resolution", {"from": "2026-02-01", "to": "2026-01-01"}, "must be before"),
+        ("/analysis/resolution", {"to": "2026-02-30"}, "cannot read '2026-02-30' as a date"),
         ("/analysis/resolution", {"category": "sampah,alien"}, "unknown category"),
         ("/analysis/resolution", {"opd": "NASA"}, "unknown OPD"),
         ("/analysis/resolution", {"format": "xml"}, "format must be one of"),

@@ -19,6 +19,7 @@ Formats (``format=``): ``json`` (rows plus the parameters and definitions),
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import math
@@ -123,6 +124,16 @@ def _unit(value: str | None, default: str | None, allowed: tuple[str, ...]) -> s
     return _choice(value, "unit", "", allowed)
 
 
+def _end_of_day(value: str | None) -> str | None:
+    """``to`` as a bound: a plain date means up to the end of that day (the next midnight)."""
+    if value is None or len(value) != 10 or value.count("-") != 2:
+        return value
+    try:
+        return (dt.date.fromisoformat(value) + dt.timedelta(days=1)).isoformat()
+    except ValueError:
+        raise InvalidParameterError(f"to: cannot read {value!r} as a date (YYYY-MM-DD)") from None
+
+
 @dataclass
 class FilterParams:
     """Which reports: creation window, categories, OPDs and the ``as_of`` time."""
@@ -134,7 +145,14 @@ class FilterParams:
             description="Created at or after (ISO date/time; no offset = Asia/Jakarta).",
         ),
     ] = None
-    end: Annotated[str | None, Query(alias="to", description="Created before (exclusive).")] = None
+    end: Annotated[
+        str | None,
+        Query(
+            alias="to",
+            description="Created before this time (exclusive); a date (YYYY-MM-DD) includes "
+            "that whole day, as in /reports and the tiles.",
+        ),
+    ] = None
     category: Annotated[
         str | None,
         Query(description="Comma-separated category codes (e.g. an OPD's own categories)."),
@@ -147,6 +165,7 @@ class FilterParams:
 
     def __post_init__(self) -> None:
         catalog = get_catalog()
+        self.end = _end_of_day(self.end)
         self.categories = _list(self.category)
         self.opds = _list(self.opd)
         unknown = [c for c in self.categories if c not in catalog.categories]
