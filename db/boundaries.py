@@ -32,9 +32,10 @@ def current_set(conn: psycopg.Connection) -> dict | None:
 
 
 @dataclass(frozen=True)
-class KelurahanChoice:
-    """A kelurahan as people name it: for pickers (the embed builder)."""
+class AreaName:
+    """A kota, kecamatan or kelurahan as people name it: for pickers and place search."""
 
+    level: str
     code: str
     name: str
     kecamatan: str | None
@@ -42,29 +43,36 @@ class KelurahanChoice:
 
     @property
     def label(self) -> str:
-        """Name, kecamatan and kota, e.g. ``Gambir, Kec. Gambir, Jakarta Pusat``."""
-        parts = [self.name]
-        if self.kecamatan:
+        """Name with its kecamatan and kota: ``Gambir, Kec. Gambir, Jakarta Pusat``.
+
+        A kecamatan reads ``Kec. Gambir, Jakarta Pusat``, a kota just its name.
+        """
+        parts = [f"Kec. {self.name}" if self.level == "kecamatan" else self.name]
+        if self.level == "kelurahan" and self.kecamatan:
             parts.append(f"Kec. {self.kecamatan}")
-        if self.kota:
+        if self.level != "kota" and self.kota:
             parts.append(self.kota)
         return ", ".join(parts)
 
 
-def kelurahan_choices(conn: psycopg.Connection) -> list[KelurahanChoice]:
-    """Every kelurahan of the boundary set in use, with its kecamatan and kota names, by name."""
+def area_names(
+    conn: psycopg.Connection, levels: tuple[str, ...] = ("kelurahan",)
+) -> list[AreaName]:
+    """The named areas of these levels in the boundary set in use, kota first, then by name."""
     with conn.cursor(row_factory=tuple_row) as cur:
         rows = cur.execute(
             """
-            SELECT k.code, k.name, kc.name, kt.name
-            FROM boundaries k
-            LEFT JOIN boundaries kc ON kc.level = 'kecamatan' AND kc.code = k.kecamatan_code
-            LEFT JOIN boundaries kt ON kt.level = 'kota' AND kt.code = k.kota_code
-            WHERE k.level = 'kelurahan'
-            ORDER BY k.name, k.code
-            """
+            SELECT a.level, a.code, a.name, kc.name, kt.name
+            FROM boundaries a
+            LEFT JOIN boundaries kc ON kc.level = 'kecamatan' AND kc.code = a.kecamatan_code
+            LEFT JOIN boundaries kt ON kt.level = 'kota' AND kt.code = a.kota_code
+            WHERE a.level = ANY(%s)
+            ORDER BY array_position(ARRAY['kota', 'kecamatan', 'kelurahan'], a.level),
+                     a.name, a.code
+            """,
+            (list(levels),),
         ).fetchall()
-    return [KelurahanChoice(*row) for row in rows]
+    return [AreaName(*row) for row in rows]
 
 
 def store_boundary_set(dsn: str, bset: BoundarySet, *, force: bool = False) -> StoreResult:

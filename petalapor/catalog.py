@@ -22,6 +22,8 @@ REJECTED_STATUS = "ditolak"
 #: Published targets: first coordination within 6 hours, resolution within 7 days.
 COORDINATION_TARGET_HOURS = 6
 RESOLUTION_TARGET_DAYS = 7
+#: The published bar: at least this share of (non-rejected) reports resolved.
+RESOLVED_TARGET_SHARE = 0.95
 
 
 @dataclass(frozen=True)

@@ -400,6 +400,65 @@ def test_map_popup_on_click(driver, app_url, loaded_dsn):
     assert severe_logs(driver) == []
 
 
+def test_map_summary_figures_follow_the_filters(driver, app_url, loaded_dsn):
+    """The summary panel shows the public reports' city-wide figures for the filters."""
+    with psycopg.connect(loaded_dsn) as conn:
+        total, category, in_category = conn.execute(
+            "SELECT sum(n) OVER (), category, n FROM (SELECT category, count(*) AS n "
+            "FROM reports WHERE public AND created_at <= now() GROUP BY category) c "
+            "ORDER BY n DESC, category LIMIT 1"
+        ).fetchone()
+    driver.get(app_url + "/map?lang=en")
+    wait_for(driver, "window.PL && PL.ready && PL.kpis", 30, "the summary figures")
+    assert driver.execute_script("return PL.kpis.reports;") == total
+    panel = driver.find_element("id", "pl-kpis").text
+    assert "Public reports at a glance" in panel and f"{total:,}" in panel, panel
+    assert "target 95%" in panel and "Resolved within 7 days" in panel
+    share = driver.execute_script("return PL.kpis.resolved_share;")
+    colour = driver.execute_script(
+        "return getComputedStyle(document.querySelector('#pl-kpis .pl-kpi:nth-of-type(3) b'))"
+        ".color;"
+    )
+    assert colour == ("rgb(27, 94, 32)" if share >= 0.95 else "rgb(183, 28, 28)"), colour
+    select = driver.find_element("css selector", "#pl-filter-form select[name=category]")
+    select.find_element("css selector", f"option[value={category}]").click()
+    wait_for(driver, f"PL.kpis && PL.kpis.reports === {int(in_category)}", 30, "refiltered")
+    status = driver.find_element("css selector", "#pl-filter-form select[name=status]")
+    status.find_element("css selector", "option[value=menunggu]").click()
+    wait_for(driver, "PL.kpis && PL.kpis.reports", 30, "figures again")
+    assert "status filter does not apply" in driver.find_element("id", "pl-kpis").text
+    assert severe_logs(driver) == []
+
+
+def test_map_finds_a_place_by_name(driver, app_url, loaded_dsn):
+    with psycopg.connect(loaded_dsn) as conn:
+        code, x0, y0, x1, y1 = conn.execute(
+            "SELECT code, ST_XMin(geom), ST_YMin(geom), ST_XMax(geom), ST_YMax(geom) "
+            "FROM boundaries WHERE level = 'kelurahan' AND name = 'Gambir'"
+        ).fetchone()
+    driver.get(app_url + "/map?lang=en")
+    wait_for(driver, "window.PL && PL.ready", 30)
+    options = driver.execute_script("return document.querySelectorAll('#pl-places option').length;")
+    assert options > 300  # 6 kota, 44 kecamatan, 267 kelurahan
+    place = driver.find_element("id", "pl-place")
+    place.send_keys("gambir\n")
+    wait_for(driver, "PL.map.getZoom() >= 14", 20, "zoom to Gambir")
+    view = driver.execute_script(
+        "var b = PL.map.getBounds(); return [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()];"
+    )
+    assert view[0] < (x0 + x1) / 2 < view[2] and view[1] < (y0 + y1) / 2 < view[3], view
+    assert driver.execute_script("return PL.place;") == {"level": "kelurahan", "code": code}
+    place.clear()
+    place.send_keys("Kec. Gambir, Jakarta Pusat\n")
+    wait_for(driver, "PL.place && PL.place.level === 'kecamatan'", 20, "the kecamatan")
+    place.clear()
+    place.send_keys("Atlantis\n")
+    note = driver.find_element("id", "pl-place-note")
+    assert "No such place" in note.text and "pl-warn" in note.get_attribute("class")
+    (SHOTS / "map_place.png").write_bytes(driver.get_screenshot_as_png())
+    assert severe_logs(driver) == []
+
+
 def test_every_layer_toggles_without_errors(driver, app_url):
     """Each overlay of the layer control can be switched on (and off) with no console error."""
     driver.get(app_url + "/map")

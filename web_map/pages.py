@@ -21,6 +21,11 @@ from html import escape
 from typing import Any
 from urllib.parse import urlencode
 
+from petalapor.catalog import (
+    COORDINATION_TARGET_HOURS,
+    RESOLUTION_TARGET_DAYS,
+    RESOLVED_TARGET_SHARE,
+)
 from web_map.i18n import strings, t
 
 #: Leaflet and its plugins, as served from node_modules (see api.routes.pages.VENDOR_FILES).
@@ -91,6 +96,8 @@ class PageContext:
     zooms: Mapping[str, tuple[int, int]] = field(default_factory=dict)
     path: str = "/map"
     query: Mapping[str, str] = field(default_factory=dict)
+    #: ``(level, code, label)`` of the kota, kecamatan and kelurahan, for the place search.
+    places: Sequence[Sequence[str]] = ()
 
     def lang_switch(self) -> str:
         """This page's URL in the other language."""
@@ -317,6 +324,7 @@ def _config(ctx: PageContext, page: str, **extra: Any) -> dict:
         "metricSwitch": True,
         "metric": "count",
         "filters": {},
+        "places": [list(p) for p in ctx.places],
     }
     config.update(extra)
     return config
@@ -415,9 +423,14 @@ def map_page(ctx: PageContext) -> str:
     _vectors(m, ctx, filters, [("jakwifi", "points", False), ("ispu_stations", "points", False)])
     folium.LayerControl(collapsed=False, position="topright").add_to(m)
     metric = ctx.query.get("metric") or "count"
-    m.add_child(
-        _assets()(_config(ctx, "map", filters=filters, metric=metric, bounds=JAKARTA_BOUNDS))
-    )
+    kpis = {
+        "url": ctx.urls.get("resolution_summary"),
+        "resolvedTarget": RESOLVED_TARGET_SHARE,
+        "days": RESOLUTION_TARGET_DAYS,
+        "hours": COORDINATION_TARGET_HOURS,
+    }
+    config = _config(ctx, "map", filters=filters, metric=metric, bounds=JAKARTA_BOUNDS, kpis=kpis)
+    m.add_child(_assets()(config))
     return _render(m, t("title_map", lang), lang)
 
 

@@ -25,7 +25,7 @@ from starlette.datastructures import QueryParams
 
 from api.auth import Viewer, auth_state, issue_session, resolve, viewer
 from api.deps import parse_bbox
-from db.boundaries import kelurahan_choices
+from db.boundaries import area_names
 from petalapor.catalog import get_catalog
 from petalapor.errors import AuthenticationError, InvalidParameterError, NotFoundError
 from web_map import pages
@@ -270,8 +270,13 @@ class PagesFactory:
         headers["Cache-Control"] = cache
         return HTMLResponse(body, status_code=status, headers=headers)
 
-    def context(self, request: Request, lang: str | None) -> pages.PageContext:
-        """What the page builders need: language, catalog, the layers this app serves."""
+    def context(
+        self, request: Request, lang: str | None, places: bool = False
+    ) -> pages.PageContext:
+        """What the page builders need: language, catalog, the layers this app serves.
+
+        ``places``: also the kota, kecamatan and kelurahan names for the place search.
+        """
         lang = check_lang(lang)
         paths = route_paths(request.app)
         available: set[str] = set()
@@ -295,6 +300,7 @@ class PagesFactory:
             urls["reports"] = "/reports"
         if "/analysis/resolution" in paths:
             urls["worst_rw"] = "/analysis/resolution?unit=rw&format=json"
+            urls["resolution_summary"] = "/analysis/resolution?unit=none&format=json"
         for level in ("rw", "kelurahan"):
             if "/analysis/resolution" in paths:  # the unit's figures month by month
                 urls[f"summary_{level}"] = (
@@ -317,7 +323,15 @@ class PagesFactory:
             basemap=self.basemap,
             path=request.url.path,
             query={k: v for k, v in request.query_params.items() if k != "lang"},
+            places=self._places(request) if places else (),
         )
+
+    @staticmethod
+    def _places(request: Request) -> list[tuple[str, str, str]]:
+        """``(level, code, label)`` of every kota, kecamatan and kelurahan."""
+        with request.app.state.pool.connection() as conn:
+            names = area_names(conn, ("kota", "kecamatan", "kelurahan"))
+        return [(a.level, a.code, a.label) for a in names]
 
     # ------------------------------------------------------------------ static
 
@@ -369,7 +383,7 @@ class PagesFactory:
             "/map", tags=["pages"], summary="Planner map (HTML)", response_class=HTMLResponse
         )
         def planner_map(request: Request, lang: str | None = None) -> HTMLResponse:
-            ctx = self.context(request, lang)
+            ctx = self.context(request, lang, places=True)
             return self._html(pages.map_page(ctx))
 
         @self.router.get(
@@ -397,7 +411,7 @@ class PagesFactory:
         def builder(request: Request, lang: str | None = None) -> HTMLResponse:
             ctx = self.context(request, lang)
             with request.app.state.pool.connection() as conn:
-                areas = [(k.code, k.label) for k in kelurahan_choices(conn)]
+                areas = [(k.code, k.label) for k in area_names(conn)]
             return self._html(pages.builder_page(ctx, areas))
 
     def _embed_bounds(
@@ -445,7 +459,7 @@ class PagesFactory:
                 return self._login(request, lang, minutes, error=False)
             catalog = get_catalog()
             scope = who.scope_opd(catalog.check_opd(opd) if opd else None)
-            ctx = self.context(request, lang)
+            ctx = self.context(request, lang, places=True)
             html = pages.opd_page(ctx, scope, catalog.opds.get(scope) if scope else None, who.role)
             return self._html(html, cache="no-store")
 

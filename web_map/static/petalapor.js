@@ -176,6 +176,7 @@
       entry.layer.setUrl(entry.meta.base + query(entry.meta));
     });
     if (PL.onFilters) { PL.onFilters(); }
+    PL.loadKpis();
   };
 
   PL.setMetric = function (metric) {
@@ -256,6 +257,50 @@
     return s;
   }
 
+  /* "Find a place": a kota, kecamatan or kelurahan by name (a list the page brings along);
+     the map zooms to it and outlines it. */
+  function placeSearch(form) {
+    var places = PL.cfg.places || [];
+    if (!places.length) { return; }
+    var byText = {};
+    var list = L.DomUtil.create('datalist', '', form);
+    list.id = 'pl-places';
+    places.forEach(function (p) {  // [level, code, label]
+      var o = L.DomUtil.create('option', '', list);
+      o.value = p[2];
+      var name = p[2].split(',')[0].toLowerCase();
+      byText[p[2].toLowerCase()] = p;
+      if (!byText[name] || p[0] === 'kelurahan') { byText[name] = p; }
+      byText[p[1]] = p;
+    });
+    var input = L.DomUtil.create('input');
+    input.type = 'search';
+    input.name = 'place';
+    input.id = 'pl-place';
+    input.autocomplete = 'off';
+    input.placeholder = tr('find_place_hint');
+    input.setAttribute('list', 'pl-places');
+    input.setAttribute('aria-describedby', 'pl-place-note');
+    field(form, tr('find_place'), input);
+    var note = L.DomUtil.create('small', 'pl-note', form);
+    note.id = 'pl-place-note';
+    note.setAttribute('aria-live', 'polite');
+    function go(quiet) {
+      var text = input.value.trim().toLowerCase();
+      var p = byText[text];
+      if (!text || (!p && quiet)) { note.textContent = ''; note.className = 'pl-note'; return; }
+      if (!p) { note.textContent = tr('place_unknown'); note.className = 'pl-note pl-warn'; return; }
+      note.textContent = '';
+      note.className = 'pl-note';
+      PL.place = {level: p[0], code: p[1]};
+      PL.zoomTo(p[0], p[1]);
+    }
+    input.addEventListener('change', function () { go(false); });
+    // picking from the list fills the whole label: go at once
+    input.addEventListener('input', function () { if (byText[input.value.toLowerCase()] && input.value.indexOf(',') > 0) { go(true); } });
+    input.addEventListener('keydown', function (e) { if (e.key === 'Enter') { e.preventDefault(); go(false); } });
+  }
+
   var FilterControl = L.Control.extend({
     options: {position: 'topleft'},
     onAdd: function () {
@@ -273,6 +318,7 @@
       var form = L.DomUtil.create('form', '', div);
       form.id = 'pl-filter-form';
       form.addEventListener('submit', function (ev) { ev.preventDefault(); });
+      placeSearch(form);
       var inputs = {};
       ['from', 'to'].forEach(function (k) {
         var i = L.DomUtil.create('input');
@@ -387,6 +433,70 @@
   });
 
   PL.updateLegend = function () { if (PL.legend) { PL.legend.update(); } };
+
+  // ------------------------------------------------------------------ summary figures
+
+  /* City-wide figures for the current filters (the analysis API, public reports only):
+     reports and backlog, resolved share against the published bar, within 7 days,
+     median days, coordination within 6 hours. */
+  var KpiControl = L.Control.extend({
+    options: {position: 'bottomleft'},
+    onAdd: function () {
+      var div = L.DomUtil.create('div', 'pl-panel pl-kpis');
+      div.id = 'pl-kpis';
+      div.setAttribute('aria-live', 'polite');
+      L.DomEvent.disableClickPropagation(div);
+      L.DomEvent.disableScrollPropagation(div);
+      return div;
+    }
+  });
+
+  var kpiLoad = 0;
+  PL.loadKpis = function () {
+    var k = PL.cfg.kpis, el = document.getElementById('pl-kpis');
+    if (!k || !k.url || !el) { return; }
+    var q = [];
+    ['from', 'to', 'category', 'opd'].forEach(function (f) {
+      if (PL.filters[f]) { q.push(f + '=' + encodeURIComponent(PL.filters[f])); }
+    });
+    var mine = ++kpiLoad;
+    PL.kpis = null;
+    fetch(k.url + (q.length ? '&' + q.join('&') : ''), {credentials: 'same-origin'}).then(function (r) {
+      return r.ok ? r.json() : null;
+    }).then(function (data) {
+      if (mine !== kpiLoad) { return; }  // a newer filter won
+      renderKpis(el, data && data.rows ? (data.rows[0] || {reports: 0}) : null);
+    }).catch(function () { if (mine === kpiLoad) { renderKpis(el, null); } });
+  };
+
+  function renderKpis(el, row) {
+    var k = PL.cfg.kpis, lang = PL.cfg.lang === 'en' ? 'en-GB' : 'id-ID';
+    var num = new Intl.NumberFormat(lang, {maximumFractionDigits: 0});
+    var one = new Intl.NumberFormat(lang, {maximumFractionDigits: 1, minimumFractionDigits: 1});
+    function pct(v) { return v === null || v === undefined ? '–' : one.format(v * 100) + '%'; }
+    function line(label, value, extra, cls) {
+      return '<div class="pl-kpi' + (cls ? ' ' + cls : '') + '"><span>' + esc(label) + '</span> <b>' +
+        esc(value) + '</b>' + (extra ? ' <small>' + esc(extra) + '</small>' : '') + '</div>';
+    }
+    var html = '<div class="pl-kpi-head">' + esc(tr('kpi_title')) + '</div>';
+    if (!row) {
+      html += '<div class="pl-empty">' + esc(tr('kpi_failed')) + '</div>';
+    } else if (!row.reports) {
+      html += '<div class="pl-empty">' + esc(row.suppressed ? tr('hidden_k') : tr('kpi_none')) + '</div>';
+    } else {
+      var ok = row.resolved_share !== null && row.resolved_share >= k.resolvedTarget;
+      html += line(tr('kpi_reports'), num.format(row.reports), num.format(row.open || 0) + ' ' + tr('kpi_open'));
+      html += line(tr('kpi_resolved'), pct(row.resolved_share),
+        tr('kpi_target') + ' ' + num.format(k.resolvedTarget * 100) + '%', ok ? 'pl-ok' : 'pl-bad');
+      html += line(tr('kpi_7d').replace('{days}', k.days), pct(row.resolved_7d_share));
+      html += line(tr('kpi_median'), row.median_days === null || row.median_days === undefined ? '–'
+        : one.format(row.median_days) + ' ' + tr('days'));
+      html += line(tr('kpi_6h').replace('{hours}', k.hours), pct(row.coordinated_6h_share));
+    }
+    if (PL.filters.status) { html += '<div class="pl-kpi-note">' + esc(tr('kpi_no_status')) + '</div>'; }
+    el.innerHTML = html;
+    PL.kpis = row || {};
+  }
 
   // ------------------------------------------------------------------ OPD table
 
@@ -582,6 +692,10 @@
       PL.legend = new LegendControl().addTo(map);
       map.on('overlayadd overlayremove layeradd layerremove', function () { PL.updateLegend(); });
       PL.updateLegend();
+    }
+    if (cfg.kpis && cfg.kpis.url) {
+      new KpiControl().addTo(map);
+      PL.loadKpis();
     }
     if (cfg.bounds) { map.fitBounds(cfg.bounds); }
     document.documentElement.setAttribute('lang', cfg.lang || 'id');
