@@ -175,9 +175,9 @@ class BoundarySet:
 
 def default_manifest_path() -> Path:
     """The manifest shipped in ``data/boundaries/``."""
-    from petalapor.settings import PROJECT_ROOT
+    from petalapor.settings import DATA_DIR
 
-    return PROJECT_ROOT / "data" / "boundaries" / "sources.toml"
+    return DATA_DIR / "boundaries" / "sources.toml"
 
 
 def load_manifest(

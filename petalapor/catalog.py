@@ -12,9 +12,9 @@ from functools import lru_cache
 from pathlib import Path
 
 from petalapor.errors import ConfigError, ConflictError, DataError
-from petalapor.settings import PROJECT_ROOT
+from petalapor.settings import DATA_DIR
 
-CATALOG_FILE = PROJECT_ROOT / "data" / "categories.toml"
+CATALOG_FILE = DATA_DIR / "categories.toml"
 INITIAL_STATUS = "menunggu"
 COORDINATION_STATUSES = frozenset({"koordinasi", "proses", "selesai"})
 RESOLVED_STATUS = "selesai"

@@ -12,8 +12,18 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-#: The repository root (the folder holding ``pyproject.toml``).
+#: The repository root (the folder holding ``pyproject.toml``) when run from a checkout.
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+#: Running from a source checkout (``./dev``, an editable install), not an installed wheel.
+IN_CHECKOUT = (PROJECT_ROOT / "pyproject.toml").is_file()
+#: The shipped configuration: categories, the boundary manifest, column mappings.  ``data/``
+#: of the checkout, or its copy inside the installed package (pyproject's force-include).
+DATA_DIR = PROJECT_ROOT / "data" if IN_CHECKOUT else Path(__file__).resolve().parent / "data"
+
+
+def _default_home() -> Path:
+    """The checkout, or (installed from a wheel) the working directory."""
+    return PROJECT_ROOT if IN_CHECKOUT else Path.cwd()
 
 
 class PathSettings(BaseSettings):
@@ -21,9 +31,13 @@ class PathSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="PETALAPOR_", env_file=".env", extra="ignore")
 
-    home: Path = Field(PROJECT_ROOT, description="Project folder; `var/` lives under it.")
+    home: Path = Field(
+        default_factory=_default_home,
+        description="Project folder; `var/` lives under it (default: the checkout, or the "
+        "working directory for an installed wheel).",
+    )
     shared_data: Path = Field(
-        PROJECT_ROOT.parent / "shared" / "data",
+        default_factory=lambda: _default_home().parent / "shared" / "data",
         description="Folder with the real public data sets (boundaries, ispu, reports, ...).",
     )
 

@@ -1,10 +1,17 @@
-"""pyproject.toml and environment.yml list the same libraries."""
+"""pyproject.toml and environment.yml list the same libraries; the wheel runs on its own."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
 import tomllib
+import zipfile
 
+from api.routes.pages import VENDOR_FILES
+from db.migrate import MIGRATIONS_DIR
 from petalapor.settings import PROJECT_ROOT
 
 #: conda-forge names that differ from PyPI's (a PyPI extra may be its own conda package).
@@ -68,3 +75,63 @@ def test_ci_runs_the_readme_test_command():
     ]
     assert ci == ["./dev test"]
     assert "./dev test" in (PROJECT_ROOT / "README.md").read_text()
+
+
+WHEEL_CHECK = """
+import json, os
+import petalapor, db.migrate
+from petalapor.settings import DATA_DIR, IN_CHECKOUT, PathSettings
+from petalapor.catalog import get_catalog
+from db.ingest.mapping import load_mapping
+from gis.boundaries import default_manifest_path
+from api.routes.pages import missing_vendor_files
+print(json.dumps({
+    "package": petalapor.__file__,
+    "in_checkout": IN_CHECKOUT,
+    "data_dir": str(DATA_DIR),
+    "home": str(PathSettings().home),
+    "categories": len(get_catalog().categories),
+    "mapping": load_mapping("petabencana").name,
+    "manifest": str(default_manifest_path()),
+    "migrations": sorted(p.name for p in db.migrate.MIGRATIONS_DIR.glob("*.sql")),
+    "missing_vendor": missing_vendor_files(),
+}))
+"""
+
+
+def test_the_wheel_runs_without_the_checkout(tmp_path):
+    """Data files, migrations and the map pages' npm files are inside the wheel, and found there."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
+        + ["-w", str(tmp_path / "dist"), str(PROJECT_ROOT)],
+        check=True,
+    )
+    (wheel,) = (tmp_path / "dist").glob("petalapor-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for name in ("categories.toml", "boundaries/sources.toml", "mappings/petabencana.toml"):
+        assert f"petalapor/data/{name}" in names
+    assert {f"web_map/node_modules/{f}" for f in VENDOR_FILES} <= names
+    assert "web_map/node_modules/leaflet/LICENSE" in names
+    assert "web_map/static/petalapor.js" in names
+    zipfile.ZipFile(wheel).extractall(tmp_path / "site")
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PETALAPOR_")}
+    env["PYTHONPATH"] = str(tmp_path / "site")
+    out = subprocess.run(
+        [sys.executable, "-c", WHEEL_CHECK],
+        cwd=work,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    found = json.loads(out)
+    assert found["package"].startswith(str(tmp_path / "site"))
+    assert found["in_checkout"] is False
+    assert found["data_dir"] == str(tmp_path / "site" / "petalapor" / "data")
+    assert found["home"] == str(work)  # var/ goes where petalapor is run, not into site-packages
+    assert found["categories"] > 10 and found["mapping"] == "petabencana"
+    assert found["manifest"].startswith(found["data_dir"])
+    assert found["migrations"] == sorted(p.name for p in MIGRATIONS_DIR.glob("*.sql"))
+    assert found["missing_vendor"] == []

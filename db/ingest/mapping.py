@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from petalapor.errors import ConfigError
+from petalapor.settings import DATA_DIR
 
 #: Roles a source column can play, and what they hold.
 ROLES: dict[str, str] = {
@@ -42,7 +43,7 @@ TEXT_ROLES = (
 )
 TIME_ROLES = ("created_at", "updated_at", "first_coordinated_at", "resolved_at")
 #: Mapping file folder shipped with petalapor.
-MAPPINGS_DIR = Path(__file__).resolve().parents[2] / "data" / "mappings"
+MAPPINGS_DIR = DATA_DIR / "mappings"
 
 
 @dataclass(frozen=True)
