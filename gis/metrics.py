@@ -701,3 +701,31 @@ __all__: Sequence[str] = (
     "finish_table",
     "aware",
 )
+
+
+def suppress_small(frame: pd.DataFrame, k: int, *, keep: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Blank every figure of rows with fewer than ``k`` reports (``suppressed = true``).
+
+    Key columns (unit, code, name, period, category, opd, geometry) and
+    ``keep`` stay; rows with no reports at all (hot-spot units) are not
+    suppressed, there is nothing to hide.
+    """
+    out = frame.copy()
+    small = ((out["reports"] > 0) & (out["reports"] < k)).to_numpy()
+    fixed = {
+        "unit",
+        "code",
+        "name",
+        "kelurahan_code",
+        "period",
+        "category",
+        "opd",
+        "geometry",
+        "area_km2",
+        *keep,
+    }
+    for col in out.columns:
+        if col not in fixed and small.any():
+            out[col] = out[col].astype(object).where(~small, None)
+    out["suppressed"] = small
+    return out

@@ -336,6 +336,42 @@ def test_compare_two_resolutions(api) -> None:
     assert set(table["unit"]) == {"kelurahan", "h3_7"}
 
 
+# --------------------------------------------------------------------------- area page
+
+
+def test_kelurahan_page_hides_small_public_figures(api, api_db) -> None:
+    """Public readers: public reports only, and a kelurahan with < 5 shows no figures at all."""
+    from tests.databases import key_header
+
+    url, frame = api_db
+    created = pd.to_datetime(frame["created_at"], utc=True).dt.tz_convert("Asia/Jakarta")
+    frame = frame.assign(day=created.dt.date.astype(str))
+    public = frame[frame["public"] & frame["kelurahan_code"].notna()]
+    counts = public.groupby(["kelurahan_code", "day"]).size()
+    (code, day) = counts[counts.between(1, 4)].index[0]
+    window = {"from": day, "to": day}
+    r = get(api, f"/analysis/kelurahan/{code}", **window)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert "Kurang dari 5 laporan publik" in r.text and "class='kpi'" not in r.text
+    assert "Laporan publik saja" in r.text and r.headers["x-frame-options"] == "DENY"
+    # an admin sees every report's figures for the same window
+    all_reports = int(((frame["kelurahan_code"] == code) & (frame["day"] == day)).sum())
+    admin = api.get(
+        f"/analysis/kelurahan/{code}",
+        params={"as_of": AS_OF, **window},
+        headers=key_header(url, "admin"),
+    )
+    assert admin.status_code == 200 and "Kurang dari" not in admin.text
+    assert f"<div class='value'>{all_reports} </div>" in admin.text
+    assert "Laporan publik saja" not in admin.text and admin.headers["cache-control"] == "no-store"
+    # a whole year of a busy kelurahan: the figures, RW map and table are there for everyone
+    busy = public["kelurahan_code"].value_counts().index[0]
+    r = get(api, f"/analysis/kelurahan/{busy}")
+    assert "class='kpi'" in r.text and "<svg" in r.text and "Per RW" in r.text
+    assert get(api, "/analysis/kelurahan/0000").status_code == 404
+    assert get(api, "/analysis/kelurahan/bad%20code").status_code == 422
+
+
 # --------------------------------------------------------------------------- petalapor report
 
 

@@ -329,14 +329,26 @@ def test_js_files_parse():
 
 
 def test_popup_summary_links_resolve(client, loaded_dsn):
-    """The popup's summary link of an RW and a kelurahan answers (analysis API or report list)."""
+    """An RW's and a kelurahan's popup link open the kelurahan's summary page."""
     html = client.get("/map").text
     config = json.loads(re.search(r"PL\.init\([a-z_0-9]+, (\{.*\})\);", html).group(1))
     with psycopg.connect(loaded_dsn) as conn:
-        codes = dict(
-            conn.execute("SELECT level, min(code) FROM boundaries GROUP BY level").fetchall()
-        )
+        rw, kelurahan, name = conn.execute(
+            "SELECT r.code, k.code, k.name FROM boundaries r JOIN boundaries k "
+            "ON k.level = 'kelurahan' AND k.code = r.kelurahan_code "
+            "WHERE r.level = 'rw' ORDER BY r.code LIMIT 1"
+        ).fetchone()
+    props = {
+        "rw": {"code": rw, "kelurahan_code": kelurahan},
+        "kelurahan": {"code": kelurahan},
+    }
     assert set(config["summary"]) >= {"rw", "kelurahan"}
     for level, template in config["summary"].items():
-        r = client.get(template.replace("{code}", codes[level]) + "&from=2024-01-01")
-        assert r.status_code == 200, (template, r.text[:200])
+        values = props[level]
+        url = re.sub(r"\{(\w+)\}", lambda m, v=values: v[m[1]], template)  # as petalapor.js
+        r = client.get(url + "?from=2024-01-01&to=2026-11-30")
+        assert r.status_code == 200, (url, r.text[:200])
+        assert r.headers["content-type"].startswith("text/html")
+        assert (
+            f"Kelurahan {name}" in r.text and "laporan dibuat 2024-01-01 s.d. 2026-11-30" in r.text
+        )

@@ -30,11 +30,13 @@ from typing import Annotated, Any
 import geopandas as gpd
 import pandas as pd
 import psycopg
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi.responses import HTMLResponse
 
 from api.auth import Viewer
 from api.auth import viewer as auth_viewer
 from api.deps import get_conn
+from api.routes.pages import security_headers
 from db import analysis
 from gis import hotspots as hs
 from gis import metrics as gm
@@ -45,6 +47,7 @@ from petalapor.catalog import (
     get_catalog,
 )
 from petalapor.errors import InvalidParameterError
+from web_map import area_report
 
 FORMATS: tuple[str, ...] = ("json", "geojson", "csv", "parquet")
 MEDIA_TYPES: Mapping[str, str] = {
@@ -430,34 +433,6 @@ def _typed(values: pd.Series) -> pd.Series:
     return values.astype("string")
 
 
-def suppress_small(frame: pd.DataFrame, k: int, *, keep: tuple[str, ...] = ()) -> pd.DataFrame:
-    """Blank every figure of rows with fewer than ``k`` reports (``suppressed = true``).
-
-    Key columns (unit, code, name, period, category, opd, geometry) and
-    ``keep`` stay; rows with no reports at all (hot-spot units) are not
-    suppressed, there is nothing to hide.
-    """
-    out = frame.copy()
-    small = ((out["reports"] > 0) & (out["reports"] < k)).to_numpy()
-    fixed = {
-        "unit",
-        "code",
-        "name",
-        "kelurahan_code",
-        "period",
-        "category",
-        "opd",
-        "geometry",
-        "area_km2",
-        *keep,
-    }
-    for col in out.columns:
-        if col not in fixed and small.any():
-            out[col] = out[col].astype(object).where(~small, None)
-    out["suppressed"] = small
-    return out
-
-
 def _meta(spec: gm.MetricSpec, **extra: Any) -> dict[str, Any]:
     return {
         "unit": spec.unit or "city",
@@ -505,10 +480,11 @@ class AnalysisFactory:
         self._hotspots()
         self._overlay()
         self._compare()
+        self._area_page()
 
     def _public(self, table: pd.DataFrame, who: Viewer, keep: tuple[str, ...] = ()) -> pd.DataFrame:
         """Public callers get small rows suppressed; others the table as it is."""
-        return suppress_small(table, self.k_anonymity, keep=keep) if who.is_public else table
+        return gm.suppress_small(table, self.k_anonymity, keep=keep) if who.is_public else table
 
     def _resolution(self) -> None:
         @self.router.get(
@@ -537,6 +513,30 @@ class AnalysisFactory:
             )
             return table_response(table, output.kind, meta, "resolution")
 
+    def _area_page(self) -> None:
+        @self.router.get(
+            f"{self.prefix}/kelurahan/{{code}}",
+            tags=["analysis", "pages"],
+            summary="One-page summary of a kelurahan (HTML): figures against the targets, "
+            "RW map, backlog, monthly counts",
+            response_class=HTMLResponse,
+            responses={404: {"description": "No such kelurahan"}},
+        )
+        def area_page(
+            code: Annotated[str, Path(pattern=r"^[0-9A-Za-z_.-]{1,32}$")],
+            filters: Annotated[FilterParams, Depends()],
+            who: Viewer = Depends(self.viewer),
+            conn: psycopg.Connection = Depends(get_conn),
+        ) -> HTMLResponse:
+            """The page ``petalapor report`` writes; public readers see public reports only,
+            and rows with fewer than k reports without their figures."""
+            spec = filters.spec(include_private=not who.is_public)
+            k = self.k_anonymity if who.is_public else None
+            data = area_report.report_data(conn, code, spec, k_anonymity=k)
+            headers = security_headers(embed=False)
+            headers["Cache-Control"] = "public, max-age=300" if who.is_public else "no-store"
+            return HTMLResponse(area_report.render_report(data), headers=headers)
+
     def _hotspots(self) -> None:
         @self.router.get(
             f"{self.prefix}/hotspots",
@@ -559,7 +559,7 @@ class AnalysisFactory:
             meta = _meta(spec, **{k: v for k, v in result.attrs.items() if k != "unit"})
             result.attrs = {}
             if who.is_public:  # the class is a neighbourhood statistic; small counts are not shown
-                result = suppress_small(
+                result = gm.suppress_small(
                     result,
                     self.k_anonymity,
                     keep=tuple(c for c in result.columns if c not in ("value", "reports")),

@@ -302,9 +302,11 @@ class PagesFactory:
             urls["worst_rw"] = "/analysis/resolution?unit=rw&format=json"
             urls["resolution_summary"] = "/analysis/resolution?unit=none&format=json"
         for level in ("rw", "kelurahan"):
-            if "/analysis/resolution" in paths:  # the unit's figures month by month
+            if "/analysis/kelurahan/{code}" in paths:  # the kelurahan's page (an RW's: its own)
                 urls[f"summary_{level}"] = (
-                    f"/analysis/resolution?unit={level}&within={level}:{{code}}&period=month"
+                    "/analysis/kelurahan/{code}"
+                    if level == "kelurahan"
+                    else "/analysis/kelurahan/{kelurahan_code}"
                 )
             elif "/reports" in paths:  # the unit's (public) reports until the analysis API exists
                 urls[f"summary_{level}"] = f"/reports?{level}={{code}}"

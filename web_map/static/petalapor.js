@@ -224,12 +224,18 @@
     L.popup({maxWidth: 320}).setLatLng(e.latlng).setContent(html).openOn(PL.map);
   };
 
+  /* The popup's link: the layer's template with {code} (or another property, e.g. an RW's
+     {kelurahan_code}) filled in, plus the current filters. */
   PL.summaryLink = function (key, p) {
     var tpl = PL.cfg.summary && PL.cfg.summary[key];
     if (!tpl) { return null; }
-    var code = p.code || p.kode || p.h3 || p.rw_code || p.kelurahan_code || p.id;
-    if (code === undefined || code === null) { return null; }
-    var url = tpl.replace('{code}', encodeURIComponent(code));
+    var missing = false;
+    var url = tpl.replace(/\{(\w+)\}/g, function (_, name) {
+      var v = name === 'code' ? (p.code || p.kode || p.h3 || p.rw_code || p.kelurahan_code || p.id) : p[name];
+      if (v === undefined || v === null || v === '') { missing = true; return ''; }
+      return encodeURIComponent(v);
+    });
+    if (missing) { return null; }
     var q = query(null).replace(/^\?/, '');
     return q ? url + (url.indexOf('?') >= 0 ? '&' : '?') + q : url;
   };
