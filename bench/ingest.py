@@ -178,6 +178,21 @@ def anchor_copy(dsn: str, path: Path) -> float:
     return took
 
 
+def cpu_seconds() -> tuple[float, float]:
+    """(busy, stolen) CPU seconds of the whole machine since boot (Linux ``/proc/stat``).
+
+    Busy: user, nice, system, irq and softirq time; stolen: time the hypervisor gave
+    the virtual CPUs to someone else.  Zeros where there is no ``/proc/stat``.
+    """
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return (user + nice + system + irq + softirq) / tick, steal / tick
+
+
 def line(name: str, seconds: float, rows: int) -> str:
     """One stage: time and rate."""
     rate = f"{rows / seconds:>12,.0f} rows/s" if seconds > 0 else ""
@@ -246,9 +261,13 @@ def run(dsn: str, args: argparse.Namespace, without: list[str]) -> None:
     anchor = anchor_copy(dsn, path)
     reset(dsn)
     mapping = Mapping(name="bench")
+    cpu_before, own_before = cpu_seconds(), time.process_time()
     started = time.perf_counter()
     summary = import_file(dsn, path, mapping, bulk=False if args.no_bulk else None, progress=False)
     wall = time.perf_counter() - started
+    cpu_after = cpu_seconds()
+    cpu, stolen = cpu_after[0] - cpu_before[0], cpu_after[1] - cpu_before[1]
+    own = time.process_time() - own_before
     print(summary.render())
     rows = summary.read
     s = summary.seconds
@@ -271,6 +290,14 @@ def run(dsn: str, args: argparse.Namespace, without: list[str]) -> None:
             print(f"    {name:<34} {took:>6.2f} s")
     print(line("anchor: plain COPY", anchor, rows))
     print(f"load average (1 min): {load_before:.2f} before, {os.getloadavg()[0]:.2f} after")
+    if cpu > 0:  # the floor: every core busy for the whole import
+        cores = os.cpu_count() or 1
+        print(
+            f"CPU: {cpu:.1f} s busy on {cores} cores during the import (this Python process "
+            f"{own:.1f} s, PostgreSQL and the rest {cpu - own:.1f} s): even with every core busy "
+            f"throughout it needs {cpu / cores:.2f} s, at most {rows / (cpu / cores):,.0f} rows/s"
+            f"; {stolen:.1f} s stolen by the hypervisor"
+        )
     assert summary.read == summary.stored + summary.updated + summary.quarantined
     reset(dsn)  # leave the dev cluster lean: the bench database keeps no rows
     rate = rows / wall
