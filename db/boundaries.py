@@ -55,7 +55,7 @@ class AreaName:
         return ", ".join(parts)
 
 
-def area_names(
+def named_areas(
     conn: psycopg.Connection, levels: tuple[str, ...] = ("kelurahan",)
 ) -> list[AreaName]:
     """The named areas of these levels in the boundary set in use, kota first, then by name."""

@@ -533,6 +533,7 @@ class ReportFilter:
     created_before: datetime | None = None
     include_private: bool = False
     private_opd: str | None = None
+    snap_method: str | None = None
 
     def where(self) -> tuple[str, dict[str, Any]]:
         """SQL condition (bound values only) and its parameters."""
@@ -551,6 +552,7 @@ class ReportFilter:
             ("kelurahan_code", self.kelurahan),
             ("rw_code", self.rw),
             ("opd", self.opd),
+            ("snap_method", self.snap_method),
         ):
             if value is not None:
                 conds.append(f"r.{column} = %({column})s")

@@ -25,7 +25,7 @@ from starlette.datastructures import QueryParams
 
 from api.auth import Viewer, auth_state, issue_session, resolve, viewer
 from api.deps import parse_bbox
-from db.boundaries import area_names
+from db.boundaries import named_areas
 from petalapor.catalog import get_catalog
 from petalapor.errors import AuthenticationError, InvalidParameterError, NotFoundError
 from web_map import pages
@@ -332,7 +332,7 @@ class PagesFactory:
     def _places(request: Request) -> list[tuple[str, str, str]]:
         """``(level, code, label)`` of every kota, kecamatan and kelurahan."""
         with request.app.state.pool.connection() as conn:
-            names = area_names(conn, ("kota", "kecamatan", "kelurahan"))
+            names = named_areas(conn, ("kota", "kecamatan", "kelurahan"))
         return [(a.level, a.code, a.label) for a in names]
 
     # ------------------------------------------------------------------ static
@@ -413,7 +413,7 @@ class PagesFactory:
         def builder(request: Request, lang: str | None = None) -> HTMLResponse:
             ctx = self.context(request, lang)
             with request.app.state.pool.connection() as conn:
-                areas = [(k.code, k.label) for k in area_names(conn)]
+                areas = [(k.code, k.label) for k in named_areas(conn)]
             return self._html(pages.builder_page(ctx, areas))
 
     def _embed_bounds(

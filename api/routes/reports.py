@@ -35,6 +35,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from api.auth import PUBLIC, Viewer
 from api.deps import get_conn, parse_bbox
+from db.quality import quality_report
 from db.reports import (
     JAKARTA,
     MAX_NOTE,
@@ -48,6 +49,7 @@ from db.reports import (
     list_reports,
     reporter_salt,
 )
+from gis.snap import METHODS
 from petalapor.catalog import Catalog, get_catalog
 from petalapor.errors import InvalidParameterError
 
@@ -256,6 +258,14 @@ class ReportQueryParams:
     ] = None
     opd: Annotated[str | None, Query(max_length=32, description="OPD code.")] = None
     status: Annotated[str | None, Query(max_length=32, description="Status code.")] = None
+    snap_method: Annotated[
+        str | None,
+        Query(
+            max_length=16,
+            description="How the report was placed: inside, nearest (within the tolerance) or "
+            "outside (no RW near; kept and flagged).",
+        ),
+    ] = None
     from_: Annotated[
         str | None,
         Query(alias="from", description="Created at or after (date or datetime; naive = WIB)."),
@@ -280,6 +290,10 @@ class ReportQueryParams:
             raise InvalidParameterError(
                 f"unknown category {unknown}; known: {', '.join(catalog.categories)}"
             )
+        if self.snap_method is not None and self.snap_method not in METHODS:
+            raise InvalidParameterError(
+                f"unknown snap_method {self.snap_method!r}; known: {', '.join(METHODS)}"
+            )
         if self.status is not None and self.status not in catalog.statuses:
             raise InvalidParameterError(
                 f"unknown status {self.status!r}; known: {', '.join(catalog.statuses)}"
@@ -298,7 +312,37 @@ class ReportQueryParams:
             created_before=self.created_before,
             include_private=viewer.can_see_private,
             private_opd=viewer.private_opd,
+            snap_method=self.snap_method,
         )
+
+
+@dataclass
+class QualityParams:
+    """Which reports the quality report covers."""
+
+    kelurahan: Annotated[str | None, Query(max_length=32, description="Kelurahan code.")] = None
+    category: Annotated[
+        list[str] | None, Query(description="Category code; repeat for several.")
+    ] = None
+    opd: Annotated[str | None, Query(max_length=32, description="OPD code.")] = None
+    from_: Annotated[
+        str | None,
+        Query(alias="from", description="Created at or after (date or datetime; naive = WIB)."),
+    ] = None
+    to: Annotated[
+        str | None, Query(description="Created at or before (a date includes the whole day).")
+    ] = None
+
+    def filters(self, viewer: Viewer) -> ReportFilter:
+        """The same checks and visibility as ``GET /reports``."""
+        listed = ReportQueryParams(
+            kelurahan=self.kelurahan,
+            category=self.category,
+            opd=self.opd,
+            from_=self.from_,
+            to=self.to,
+        )
+        return listed.filters(viewer)
 
 
 ReportId = Annotated[str, Path(max_length=64, description="Report id (UUID).")]
@@ -390,6 +434,19 @@ class ReportFactory:
                 limit=params.limit,
                 offset=params.offset,
             )
+
+        @self.router.get(
+            self.prefix + "/quality",
+            tags=self.tags,
+            summary="Data quality: how reports were placed (inside, nearest, outside), the "
+            "farthest outside ones; for admins also the recent imports and their quarantine",
+        )
+        def quality(
+            params: Annotated[QualityParams, Depends()],
+            viewer: Annotated[Viewer, Depends(self.viewer)],
+            conn: Conn,
+        ) -> dict[str, Any]:
+            return quality_report(conn, params.filters(viewer), imports=viewer.is_admin)
 
         @self.router.get(
             self.prefix + "/{report_id}",

@@ -65,6 +65,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     imp.add_argument("--json", action="store_true", help="print the summary as JSON")
     imp.set_defaults(func=run_import)
 
+    qual = actions.add_parser(
+        "quality",
+        help="data quality: placement (inside/nearest/outside), the farthest outside reports, "
+        "recent imports and their quarantine",
+    )
+    qual.add_argument("--from", dest="start", help="reports created on or after (date)")
+    qual.add_argument("--to", dest="end", help="reports created on or before (date)")
+    qual.add_argument("--json", action="store_true", help="print the report as JSON")
+    qual.set_defaults(func=run_quality)
+
     demo = sub.add_parser("demo-data", help="generate realistic demo reports and load them")
     demo.add_argument(
         "--n", type=int, default=DEMO_REPORTS, help=f"reports (default {DEMO_REPORTS:,})"
@@ -101,6 +111,23 @@ def run_import(args: argparse.Namespace) -> int:
     bulk = {"auto": None, "on": True, "off": False}[args.bulk]
     summary = import_file(dsn, args.file, mapping, tolerance_m=args.tolerance, bulk=bulk)
     print(json.dumps(summary.as_dict(), indent=2, default=str) if args.json else summary.render())
+    return 0
+
+
+def run_quality(args: argparse.Namespace) -> int:
+    """Print the data quality report over every stored report (hidden ones too)."""
+    from api.routes.reports import parse_time
+    from db.quality import quality_report, render_quality
+    from db.reports import ReportFilter
+
+    filters = ReportFilter(
+        created_from=parse_time(args.start, "--from"),
+        created_before=parse_time(args.end, "--to", end=True),
+        include_private=True,
+    )
+    with psycopg.connect(db.database_url(Settings())) as conn:
+        report = quality_report(conn, filters, imports=True)
+    print(json.dumps(report, indent=2, default=str) if args.json else render_quality(report))
     return 0
 
 
