@@ -32,7 +32,7 @@ import hmac
 import secrets
 import unicodedata
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from functools import lru_cache
@@ -593,6 +593,21 @@ def list_reports(
     if count:
         total = _one(conn, f"SELECT count(*) FROM reports r WHERE {where}", params)[0]
     return rows, total
+
+
+def iter_reports(
+    conn: psycopg.Connection, filters: ReportFilter, *, batch: int = 5000
+) -> Iterator[list[dict]]:
+    """Every report matching ``filters``, newest first, in batches (a server-side cursor).
+
+    Must run inside a transaction of ``conn``.
+    """
+    where, params = filters.where()
+    with conn.cursor(name="petalapor_export", row_factory=dict_row) as cur:
+        cur.itersize = batch
+        cur.execute(_SELECT + f" WHERE {where} ORDER BY r.created_at DESC, r.id", params)
+        while rows := cur.fetchmany(batch):
+            yield rows
 
 
 # --------------------------------------------------------------------------- writing

@@ -423,6 +423,10 @@ def test_map_summary_figures_follow_the_filters(driver, app_url, loaded_dsn):
     select = driver.find_element("css selector", "#pl-filter-form select[name=category]")
     select.find_element("css selector", f"option[value={category}]").click()
     wait_for(driver, f"PL.kpis && PL.kpis.reports === {int(in_category)}", 30, "refiltered")
+    # the download link follows the filters, and reads as a link inside the panel
+    link = driver.find_element("id", "pl-download")
+    assert link.get_attribute("href") == f"{app_url}/reports/export?category={category}"
+    assert link.text == "Download reports (CSV)" and link.size["width"] > 100
     status = driver.find_element("css selector", "#pl-filter-form select[name=status]")
     status.find_element("css selector", "option[value=menunggu]").click()
     wait_for(driver, "PL.kpis && PL.kpis.reports", 30, "figures again")

@@ -1,5 +1,6 @@
-"""The data quality report: placement counts and distances, the farthest outside reports,
-recent imports with their quarantine; ``/reports?snap_method=``; the CLI command.
+"""The data quality report (placement counts and distances, the farthest outside reports,
+recent imports with their quarantine), ``/reports?snap_method=``, the CLI command, and
+``/reports/export`` (CSV, GeoJSON).
 
 A database of its own (real boundaries), so every count is known exactly.
 """
@@ -129,3 +130,54 @@ def test_quality_command(placed, quality_db, monkeypatch, capsys):
     text = capsys.readouterr().out
     assert "outside" in text and placed["sea_5km_hidden"]["id"] in text  # the CLI sees all
     assert "distance to the nearest RW" in text
+
+
+# --------------------------------------------------------------------------- export
+
+
+def read_csv(text: str) -> list[dict[str, str]]:
+    import csv
+    import io
+
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def test_export_csv_has_every_visible_report(app, admin, placed, quality_db):
+    from api.routes.reports import EXPORT_COLUMNS
+
+    with psycopg.connect(quality_db) as conn:
+        public, everything = conn.execute(
+            "SELECT count(*) FILTER (WHERE public), count(*) FROM reports"
+        ).fetchone()
+    r = app.get("/reports/export")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    assert r.headers["content-disposition"].startswith('attachment; filename="petalapor_reports_')
+    assert r.text.splitlines()[0].split(",") == list(EXPORT_COLUMNS)
+    rows = read_csv(r.text)
+    assert len(rows) == public < everything
+    assert placed["sea_5km_hidden"]["id"] not in {row["id"] for row in rows}
+    assert all(row["created_at"].endswith("+07:00") for row in rows)
+    assert [row["created_at"] for row in rows] == sorted((row["created_at"] for row in rows))[::-1]
+    monas = next(row for row in rows if row["id"] == placed["monas"]["id"])
+    assert (monas["rw_code"], monas["snap_method"]) == (placed["monas"]["rw_code"], "inside")
+    assert monas["h3_r9"] == placed["monas"]["h3_r9"] and monas["category_name"]
+    hidden_too = read_csv(app.get("/reports/export", headers=admin).text)
+    assert len(hidden_too) == everything
+    outside = read_csv(app.get("/reports/export", params={"snap_method": "outside"}).text)
+    assert [row["id"] for row in outside] == [placed["sea_2km"]["id"]]
+
+
+def test_export_geojson_and_bad_format(app, placed):
+    r = app.get("/reports/export", params={"format": "geojson", "category": "banjir"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/geo+json")
+    features = r.json()["features"]
+    assert features and all(f["properties"]["category"] == "banjir" for f in features)
+    sea = next(f for f in features if f["id"] == placed["sea_2km"]["id"])
+    assert sea["geometry"]["coordinates"] == pytest.approx(
+        [placed["sea_2km"]["lon"], placed["sea_2km"]["lat"]]
+    )
+    empty = app.get("/reports/export", params={"format": "geojson", "category": "sampah"})
+    assert empty.json() == {"type": "FeatureCollection", "features": []}
+    bad = app.get("/reports/export", params={"format": "xml"})
+    assert bad.status_code == 400 and "csv or geojson" in bad.json()["detail"]
+    assert app.get("/reports/export", params={"bbox": "1,2,3"}).status_code == 400

@@ -48,6 +48,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "days": ("hari", "days"),
     "summary": ("Ringkasan", "Summary"),
     "find_place": ("Cari wilayah", "Find a place"),
+    "download_csv": ("Unduh laporan (CSV)", "Download reports (CSV)"),
     "find_place_hint": ("nama kelurahan/kecamatan", "kelurahan/kecamatan name"),
     "place_unknown": (
         "Wilayah tidak ditemukan; pilih dari daftar.",

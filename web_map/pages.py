@@ -325,6 +325,7 @@ def _config(ctx: PageContext, page: str, **extra: Any) -> dict:
         "metric": "count",
         "filters": {},
         "places": [list(p) for p in ctx.places],
+        "exportUrl": ctx.urls.get("reports_export"),
     }
     config.update(extra)
     return config

@@ -298,6 +298,8 @@ class PagesFactory:
             zooms["ispu_surface"] = _registry_zooms("ispu_surface", (9, 16))
         if "/reports" in paths:
             urls["reports"] = "/reports"
+        if "/reports/export" in paths:
+            urls["reports_export"] = "/reports/export"
         if "/analysis/resolution" in paths:
             urls["worst_rw"] = "/analysis/resolution?unit=rw&format=json"
             urls["resolution_summary"] = "/analysis/resolution?unit=none&format=json"

@@ -22,8 +22,11 @@ not listed); the public sees none.  Refusals happen before anything is stored.
 Reporter identity is never part of any response model here.
 """
 
+import csv
+import io
+import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Annotated, Any
@@ -31,6 +34,7 @@ from typing import Annotated, Any
 import h3
 import psycopg
 from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+from fastapi.responses import StreamingResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from api.auth import PUBLIC, Viewer
@@ -45,6 +49,7 @@ from db.reports import (
     add_event,
     create_report,
     get_report,
+    iter_reports,
     list_events,
     list_reports,
     reporter_salt,
@@ -243,8 +248,8 @@ def parse_time(value: str | None, name: str, *, end: bool = False) -> datetime |
 
 
 @dataclass
-class ReportQueryParams:
-    """Filters and paging of ``GET /reports``."""
+class ReportFilterParams:
+    """Filters of ``GET /reports`` and its export and quality report."""
 
     bbox: Annotated[
         str | None,
@@ -273,10 +278,6 @@ class ReportQueryParams:
     to: Annotated[
         str | None, Query(description="Created at or before (a date includes the whole day).")
     ] = None
-    limit: Annotated[
-        int, Query(ge=1, le=MAX_LIMIT, description=f"Page size (max {MAX_LIMIT}).")
-    ] = DEFAULT_LIMIT
-    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0
 
     def __post_init__(self) -> None:
         self.box = parse_bbox(self.bbox)
@@ -317,32 +318,124 @@ class ReportQueryParams:
 
 
 @dataclass
-class QualityParams:
-    """Which reports the quality report covers."""
+class ReportQueryParams(ReportFilterParams):
+    """Filters and paging of ``GET /reports``."""
 
-    kelurahan: Annotated[str | None, Query(max_length=32, description="Kelurahan code.")] = None
-    category: Annotated[
-        list[str] | None, Query(description="Category code; repeat for several.")
-    ] = None
-    opd: Annotated[str | None, Query(max_length=32, description="OPD code.")] = None
-    from_: Annotated[
-        str | None,
-        Query(alias="from", description="Created at or after (date or datetime; naive = WIB)."),
-    ] = None
-    to: Annotated[
-        str | None, Query(description="Created at or before (a date includes the whole day).")
-    ] = None
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_LIMIT, description=f"Page size (max {MAX_LIMIT}).")
+    ] = DEFAULT_LIMIT
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0
 
-    def filters(self, viewer: Viewer) -> ReportFilter:
-        """The same checks and visibility as ``GET /reports``."""
-        listed = ReportQueryParams(
-            kelurahan=self.kelurahan,
-            category=self.category,
-            opd=self.opd,
-            from_=self.from_,
-            to=self.to,
-        )
-        return listed.filters(viewer)
+
+#: Columns of ``GET /reports/export`` (CSV header, GeoJSON properties), in order.
+EXPORT_COLUMNS: tuple[str, ...] = (
+    "id",
+    "source",
+    "external_id",
+    "category",
+    "category_name",
+    "opd",
+    "status",
+    "status_name",
+    "is_open",
+    "created_at",
+    "updated_at",
+    "first_coordinated_at",
+    "resolved_at",
+    "lon",
+    "lat",
+    "rw_code",
+    "rw_name",
+    "kelurahan_code",
+    "kelurahan_name",
+    "kecamatan_code",
+    "kecamatan_name",
+    "kota_code",
+    "kota_name",
+    "snap_method",
+    "snap_distance_m",
+    "h3_r7",
+    "h3_r8",
+    "h3_r9",
+    "h3_r10",
+    "h3_r11",
+    "public",
+    "title",
+    "description",
+    "media_url",
+)
+_EXPORT_TIMES = ("created_at", "updated_at", "first_coordinated_at", "resolved_at")
+
+
+def export_record(row: dict[str, Any], catalog: Catalog) -> dict[str, Any]:
+    """A stored report as one flat export record (times in WIB, H3 cells as hex)."""
+    cat = catalog.categories.get(row["category"])
+    st = catalog.statuses.get(row["status"])
+    out = {k: row.get(k) for k in EXPORT_COLUMNS}
+    out.update(
+        id=str(row["id"]),
+        category_name=cat.name_id if cat else row["category"],
+        status_name=st.name_id if st else row["status"],
+        is_open=st.open if st else True,
+        lon=round(row["lon"], 7),
+        lat=round(row["lat"], 7),
+        snap_distance_m=round(row["snap_distance_m"], 2),
+        **{f"h3_r{r}": h3.int_to_str(row[f"h3_r{r}"]) for r in (7, 8, 9, 10, 11)},
+    )
+    for key in _EXPORT_TIMES:
+        value = row[key]
+        out[key] = value.astimezone(JAKARTA).isoformat() if value is not None else None
+    return out
+
+
+def _csv_chunks(batches: Iterator[list[dict]], catalog: Catalog) -> Iterator[str]:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=EXPORT_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for rows in batches:
+        writer.writerows(export_record(r, catalog) for r in rows)
+        yield buf.getvalue()
+        buf.seek(0)
+        buf.truncate()
+    yield buf.getvalue()
+
+
+def _geojson_chunks(batches: Iterator[list[dict]], catalog: Catalog) -> Iterator[str]:
+    yield '{"type": "FeatureCollection", "features": ['
+    first = True
+    for rows in batches:
+        features = []
+        for row in rows:
+            props = export_record(row, catalog)
+            geometry = {"type": "Point", "coordinates": [props["lon"], props["lat"]]}
+            features.append(
+                json.dumps(
+                    {
+                        "type": "Feature",
+                        "id": props["id"],
+                        "geometry": geometry,
+                        "properties": props,
+                    },
+                    ensure_ascii=False,
+                )
+            )
+        if features:
+            yield ("" if first else ",") + ",".join(features)
+            first = False
+    yield "]}"
+
+
+@dataclass
+class ExportParams:
+    """The file format of ``GET /reports/export``."""
+
+    format: Annotated[
+        str, Query(description="csv (default) or geojson; every matching report, newest first.")
+    ] = "csv"
+
+    def __post_init__(self) -> None:
+        if self.format not in ("csv", "geojson"):
+            raise InvalidParameterError(f"format must be csv or geojson, got {self.format!r}")
 
 
 ReportId = Annotated[str, Path(max_length=64, description="Report id (UUID).")]
@@ -436,13 +529,54 @@ class ReportFactory:
             )
 
         @self.router.get(
+            self.prefix + "/export",
+            tags=self.tags,
+            summary="Download the reports matching the filters (CSV or GeoJSON), newest first",
+            response_class=StreamingResponse,
+            responses={
+                200: {
+                    "content": {"text/csv": {}, "application/geo+json": {}},
+                    "description": "Every matching report the caller may see (streamed)",
+                },
+                400: {"description": "Unknown or invalid parameter"},
+            },
+        )
+        def export(
+            params: Annotated[ReportFilterParams, Depends()],
+            output: Annotated[ExportParams, Depends()],
+            viewer: Annotated[Viewer, Depends(self.viewer)],
+            request: Request,
+        ) -> StreamingResponse:
+            filters = params.filters(viewer)
+            catalog = get_catalog()
+            pool = request.app.state.pool
+
+            def batches() -> Iterator[list[dict]]:
+                # its own connection: the response streams after the request's is returned
+                with pool.connection() as conn, conn.transaction():
+                    yield from iter_reports(conn, filters)
+
+            encode = _csv_chunks if output.format == "csv" else _geojson_chunks
+            kind = "text/csv" if output.format == "csv" else "application/geo+json"
+            stamp = datetime.now(JAKARTA).strftime("%Y%m%d")
+            name = f"petalapor_reports_{stamp}.{output.format}"
+            return StreamingResponse(
+                encode(batches(), catalog),
+                media_type=f"{kind}; charset=utf-8",
+                headers={
+                    "Content-Disposition": f'attachment; filename="{name}"',
+                    "Cache-Control": "no-store" if not viewer.is_public else "public, max-age=60",
+                },
+            )
+
+        @self.router.get(
             self.prefix + "/quality",
             tags=self.tags,
             summary="Data quality: how reports were placed (inside, nearest, outside), the "
             "farthest outside ones; for admins also the recent imports and their quarantine",
         )
         def quality(
-            params: Annotated[QualityParams, Depends()],
+            params: Annotated[ReportFilterParams, Depends()],
             viewer: Annotated[Viewer, Depends(self.viewer)],
             conn: Conn,
         ) -> dict[str, Any]:

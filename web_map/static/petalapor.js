@@ -176,6 +176,7 @@
       entry.layer.setUrl(entry.meta.base + query(entry.meta));
     });
     if (PL.onFilters) { PL.onFilters(); }
+    if (PL.updateDownload) { PL.updateDownload(); }
     PL.loadKpis();
   };
 
@@ -349,6 +350,14 @@
         ms.name = 'metric';
         Object.keys(METRICS).forEach(function (m) { ms.appendChild(option(m, tr('metric_' + m), m === PL.metric)); });
         field(form, tr('metric'), ms).addEventListener('change', function () { PL.setMetric(ms.value); });
+      }
+      if (cfg.exportUrl) {  // the reports behind the map, as filtered
+        var dl = L.DomUtil.create('a', 'pl-download', form);
+        dl.id = 'pl-download';
+        dl.textContent = tr('download_csv');
+        dl.setAttribute('download', '');
+        PL.updateDownload = function () { dl.href = cfg.exportUrl + query(null); };
+        PL.updateDownload();
       }
       var reset = L.DomUtil.create('button', 'pl-reset', form);
       reset.type = 'button';
