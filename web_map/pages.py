@@ -325,7 +325,6 @@ def _config(ctx: PageContext, page: str, **extra: Any) -> dict:
         "metric": "count",
         "filters": {},
         "places": [list(p) for p in ctx.places],
-        "exportUrl": ctx.urls.get("reports_export"),
     }
     config.update(extra)
     return config
@@ -430,7 +429,15 @@ def map_page(ctx: PageContext) -> str:
         "days": RESOLUTION_TARGET_DAYS,
         "hours": COORDINATION_TARGET_HOURS,
     }
-    config = _config(ctx, "map", filters=filters, metric=metric, bounds=JAKARTA_BOUNDS, kpis=kpis)
+    config = _config(
+        ctx,
+        "map",
+        filters=filters,
+        metric=metric,
+        bounds=JAKARTA_BOUNDS,
+        kpis=kpis,
+        exportUrl=ctx.urls.get("reports_export"),
+    )
     m.add_child(_assets()(config))
     return _render(m, t("title_map", lang), lang)
 
@@ -463,6 +470,7 @@ def opd_page(ctx: PageContext, opd: str | None, opd_name: str | None, role: str)
         metricSwitch=False,
         reportsUrl=ctx.urls.get("reports", ""),
         worstUrl=ctx.urls.get("worst_rw", ""),
+        exportUrl=ctx.urls.get("reports_export"),
     )
     after = "PL.opdPage(%s);" % json.dumps({"table": "pl-worst", "role": role})
     m.add_child(_assets(MARKERCLUSTER_JS, MARKERCLUSTER_CSS)(config, after))
