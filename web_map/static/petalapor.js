@@ -476,7 +476,8 @@
     });
     var mine = ++kpiLoad;
     PL.kpis = null;
-    fetch(k.url + (q.length ? '&' + q.join('&') : ''), {credentials: 'same-origin'}).then(function (r) {
+    // 'omit': the panel shows the public figures, whatever session this browser holds
+    fetch(k.url + (q.length ? '&' + q.join('&') : ''), {credentials: 'omit'}).then(function (r) {
       return r.ok ? r.json() : null;
     }).then(function (data) {
       if (mine !== kpiLoad) { return; }  // a newer filter won
