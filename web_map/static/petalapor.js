@@ -299,6 +299,14 @@
       if (!p) { note.textContent = tr('place_unknown'); note.className = 'pl-note pl-warn'; return; }
       note.textContent = '';
       note.className = 'pl-note';
+      var link = p[0] === 'kelurahan' ? PL.summaryLink('kelurahan', {code: p[1]}) : null;
+      if (link) {  // the kelurahan's summary page, with the current filters
+        var a = L.DomUtil.create('a', 'pl-summary', note);
+        a.href = link;
+        a.target = '_blank';
+        a.rel = 'noopener';
+        a.textContent = tr('summary') + ' ' + p[2].split(',')[0] + ' →';
+      }
       PL.place = {level: p[0], code: p[1]};
       PL.zoomTo(p[0], p[1]);
     }
