@@ -580,6 +580,20 @@ class ReportFactory:
             viewer: Annotated[Viewer, Depends(self.viewer)],
             conn: Conn,
         ) -> dict[str, Any]:
+            """Over the reports the caller may see (the same filters as ``GET /reports``):
+
+            - ``reports``: how many;
+            - ``snap``: per method (``inside``, ``nearest``, ``outside``) the ``reports``,
+              their ``share`` and, for the last two, ``distance_m`` to the nearest RW
+              (``median_m``, ``p90_m``, ``max_m``);
+            - ``by_source``: reports, ``nearest`` and ``outside`` per source channel;
+            - ``nearest_by_kota``: where the ``nearest`` ones were placed;
+            - ``farthest_outside``: the 20 farthest ``outside`` reports (id, source,
+              external_id, created_at, lon, lat, distance_m);
+            - ``imports`` (admin keys only): the 10 latest imports with read, stored,
+              updated, quarantined, snap counts, quarantined rows by field and the
+              first five of them (row number, field, reason).
+            """
             return quality_report(conn, params.filters(viewer), imports=viewer.is_admin)
 
         @self.router.get(
