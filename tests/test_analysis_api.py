@@ -368,6 +368,11 @@ def test_kelurahan_page_hides_small_public_figures(api, api_db) -> None:
     busy = public["kelurahan_code"].value_counts().index[0]
     r = get(api, f"/analysis/kelurahan/{busy}")
     assert "class='kpi'" in r.text and "<svg" in r.text and "Per RW" in r.text
+    assert '<html lang="id">' in r.text and "Selesai &le; 7 hari" in r.text
+    en = get(api, f"/analysis/kelurahan/{busy}", lang="en")
+    assert '<html lang="en">' in en.text and "By RW" in en.text
+    assert "Resolved within 7 days" in en.text and "hari" not in en.text
+    assert get(api, f"/analysis/kelurahan/{busy}", lang="fr").status_code == 400
     assert get(api, "/analysis/kelurahan/0000").status_code == 404
     assert get(api, "/analysis/kelurahan/bad%20code").status_code == 422
 

@@ -453,7 +453,7 @@ def test_map_finds_a_place_by_name(driver, app_url, loaded_dsn):
     assert view[0] < (x0 + x1) / 2 < view[2] and view[1] < (y0 + y1) / 2 < view[3], view
     assert driver.execute_script("return PL.place;") == {"level": "kelurahan", "code": code}
     summary = driver.find_element("css selector", "#pl-place-note a.pl-summary")
-    assert summary.get_attribute("href") == f"{app_url}/analysis/kelurahan/{code}"
+    assert summary.get_attribute("href") == f"{app_url}/analysis/kelurahan/{code}?lang=en"
     assert summary.text == "Summary Gambir →"
     place.clear()
     place.send_keys("Kec. Gambir, Jakarta Pusat\n")

@@ -37,7 +37,6 @@ SHARE_COLOURS: tuple[tuple[float, str], ...] = (
     (1.01, "#1a9641"),
 )
 UNRELIABLE_COLOUR = "#d9d9d9"
-BAND_LABELS = ("0-7 hari", "8-30 hari", "31-90 hari", "> 90 hari")
 
 
 # --------------------------------------------------------------------------- data
@@ -95,60 +94,168 @@ def _missing(value: Any) -> bool:
 # --------------------------------------------------------------------------- rendering
 
 
-def render_report(data: dict[str, Any]) -> str:
-    """The HTML page (inline SVG map and charts, no external resources)."""
+#: key -> (Indonesian, English); ``{name}`` fields are filled by :class:`_Text`.
+TEXT: dict[str, tuple[str, str]] = {
+    "title": ("ringkasan penyelesaian laporan", "report resolution summary"),
+    "code": ("kode", "code"),
+    "as_of": ("data per", "data as of"),
+    "all_reports": ("semua laporan", "all reports"),
+    "created": ("laporan dibuat {lo} s.d. {hi}", "reports created {lo} to {hi}"),
+    "start": ("awal", "the start"),
+    "now": ("kini", "now"),
+    "days": ("{n} hari", "{n} days"),
+    "band_0_7": ("0-7 hari", "0-7 days"),
+    "band_8_30": ("8-30 hari", "8-30 days"),
+    "band_31_90": ("31-90 hari", "31-90 days"),
+    "band_over_90": ("> 90 hari", "> 90 days"),
+    "map_title": ("Peta RW: diselesaikan &le; {days} hari", "RW map: resolved within {days} days"),
+    "map_label": ("Peta RW", "RW map"),
+    "backlog_title": ("Laporan terbuka menurut umur", "Open reports by age"),
+    "monthly_title": (
+        "Laporan per bulan (12 bulan terakhir)",
+        "Reports per month (last 12 months)",
+    ),
+    "too_few": (
+        "Kurang dari {k} laporan publik untuk pilihan ini: angka tidak ditampilkan, agar "
+        "pelapor tidak dapat dikenali.",
+        "Fewer than {k} public reports for this choice: no figures are shown, so that no "
+        "reporter can be recognised.",
+    ),
+    "reports": ("Laporan", "Reports"),
+    "open_rejected": ("terbuka {open}, ditolak {rejected}", "open {open}, rejected {rejected}"),
+    "within_days": ("Selesai &le; {days} hari", "Resolved within {days} days"),
+    "city_of_old": (
+        "kota: {city} &middot; dari {n} laporan &ge; {days} hari",
+        "city: {city} &middot; of {n} reports &ge; {days} days old",
+    ),
+    "median": ("Median lama penyelesaian", "Median time to resolve"),
+    "city_target_days": (
+        "kota: {city} &middot; target {days} hari",
+        "city: {city} &middot; target {days} days",
+    ),
+    "p90": ("90% selesai dalam", "90% resolved within"),
+    "coordinated": ("Koordinasi &le; {hours} jam", "Coordinated within {hours} hours"),
+    "city": ("kota: {city}", "city: {city}"),
+    "resolved_all": ("Selesai (semua)", "Resolved (all)"),
+    "city_target_share": (
+        "kota: {city} &middot; target {target}%",
+        "city: {city} &middot; target {target}%",
+    ),
+    "target": ("target", "target"),
+    "unreliable": (
+        "Sedikit laporan: angka belum andal (kurang dari ambang laporan).",
+        "Few reports: the figures are not reliable yet (below the report threshold).",
+    ),
+    "no_boundaries": ("Tidak ada batas wilayah.", "No boundaries."),
+    "no_data": ("tanpa data", "no data"),
+    "no_data_p": ("Tidak ada data.", "No data."),
+    "legend_unreliable": ("belum andal / tanpa data", "not reliable / no data"),
+    "per_rw": ("Per RW", "By RW"),
+    "open": ("Terbuka", "Open"),
+    "rank": ("Peringkat*", "Rank*"),
+    "outside_rw": ("(di luar RW)", "(outside every RW)"),
+    "rank_note": (
+        "* peringkat di antara RW kelurahan ini yang andal; baris abu-abu: belum andal.",
+        "* rank among this kelurahan's reliable RWs; grey rows: not reliable yet.",
+    ),
+    "definitions": (
+        "<b>Definisi.</b> Laporan ditolak dihitung terpisah dan tidak masuk ukuran kinerja. "
+        "Selesai &le; {days} hari: dari laporan berumur minimal {days} hari, bagian yang "
+        "selesai dalam {days} hari (tepat {days} hari 0 detik dihitung). Median dan 90%: "
+        "penaksir Kaplan-Meier, laporan terbuka disensor pada waktu data. Angka andal bila "
+        "minimal {min_reports} laporan tidak ditolak.",
+        "<b>Definitions.</b> Rejected reports are counted apart and left out of every "
+        "performance figure. Resolved within {days} days: of the reports at least {days} days "
+        "old, the share resolved within {days} days (exactly {days} days 0 seconds counts). "
+        "Median and 90%: Kaplan-Meier estimates, open reports censored at the data time. "
+        "Figures are reliable from {min_reports} reports that were not rejected.",
+    ),
+    "public_only": (
+        "<b>Laporan publik saja.</b> Baris (RW, bulan) dengan kurang dari {k} laporan tidak "
+        "ditampilkan angkanya (&ldquo;-&rdquo;).",
+        "<b>Public reports only.</b> Rows (RW, month) with fewer than {k} reports show no "
+        "figures (&ldquo;-&rdquo;).",
+    ),
+    "made_by": ("Dibuat oleh petalapor {at}.", "Made by petalapor {at}."),
+}
+#: Backlog bands of :data:`gis.metrics.BACKLOG_BANDS`, in order.
+BAND_KEYS = ("band_0_7", "band_8_30", "band_31_90", "band_over_90")
+
+
+class _Text:
+    """The page's strings in one language (``id`` or ``en``)."""
+
+    def __init__(self, lang: str = "id") -> None:
+        if lang not in ("id", "en"):
+            raise ValueError(f"lang must be id or en, got {lang!r}")
+        self.lang = lang
+        self.index = 0 if lang == "id" else 1
+
+    def __call__(self, key: str, **values: Any) -> str:
+        text = TEXT[key][self.index]
+        return text.format(**values) if values else text
+
+    def days(self, value: Any) -> str:
+        return "-" if _missing(value) else self("days", n=f"{float(value):.1f}")
+
+
+def render_report(data: dict[str, Any], lang: str = "id") -> str:
+    """The HTML page (inline SVG map and charts, no external resources), in ``lang``."""
+    t = _Text(lang)
     names, kel, spec = data["names"], data["kelurahan"], data["spec"]
     title = f"Kelurahan {names['kelurahan']}"
     wib = dt.timezone(dt.timedelta(hours=7))
     as_of = spec.as_of.astimezone(wib).strftime("%d-%m-%Y %H:%M WIB")
-    period = _period_text(spec, wib)
+    period = _period_text(spec, wib, t)
     parts = [
         "<!doctype html>",
-        '<html lang="id"><head><meta charset="utf-8">',
+        f'<html lang="{lang}"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{_e(title)} - ringkasan penyelesaian laporan</title>",
+        f"<title>{_e(title)} - {t('title')}</title>",
         f"<style>{_CSS}</style></head><body>",
         f"<header><h1>{_e(title)}</h1>",
         f"<p class='sub'>Kecamatan {_e(names.get('kecamatan') or '-')}, "
-        f"{_e(names.get('kota') or '-')} &middot; kode {_e(data['code'])} &middot; "
-        f"data per {as_of} &middot; {period}</p></header>",
-        *(_notice(data) if kel.get("suppressed") else _body(data)),
-        _footer(spec, data["generated"], data.get("k_anonymity")),
+        f"{_e(names.get('kota') or '-')} &middot; {t('code')} {_e(data['code'])} &middot; "
+        f"{t('as_of')} {as_of} &middot; {period}</p></header>",
+        *(_notice(data, t) if kel.get("suppressed") else _body(data, t)),
+        _footer(spec, data["generated"], t, data.get("k_anonymity")),
         "</body></html>",
     ]
     return "\n".join(parts)
 
 
-def _body(data: dict[str, Any]) -> list[str]:
+def _body(data: dict[str, Any], t: _Text) -> list[str]:
     """Figures, RW map, backlog and monthly charts, RW table."""
     kel, city = data["kelurahan"], data["city"]
     return [
-        _kpis(kel, city),
+        _kpis(kel, city, t),
         "<div class='row'>",
-        f"<section><h2>Peta RW: diselesaikan &le; {RESOLUTION_TARGET_DAYS} hari</h2>",
-        map_svg(data["shapes"], data["rws"]),
-        _legend(),
+        f"<section><h2>{t('map_title', days=RESOLUTION_TARGET_DAYS)}</h2>",
+        map_svg(data["shapes"], data["rws"], text=t),
+        _legend(t),
         "</section>",
-        "<section><h2>Laporan terbuka menurut umur</h2>",
-        bar_svg([int(kel.get(b) or 0) for b, _, _ in BACKLOG_BANDS], BAND_LABELS, colour="#c0392b"),
-        "<h2>Laporan per bulan (12 bulan terakhir)</h2>",
+        f"<section><h2>{t('backlog_title')}</h2>",
+        bar_svg(
+            [int(kel.get(b) or 0) for b, _, _ in BACKLOG_BANDS],
+            [t(k) for k in BAND_KEYS],
+            colour="#c0392b",
+            text=t,
+        ),
+        f"<h2>{t('monthly_title')}</h2>",
         bar_svg(
             [None if _missing(v) else int(v) for v in data["monthly"]["reports"]],
             [f"{p[5:7]}/{p[2:4]}" for p in data["monthly"]["period"]],
             colour="#2c7fb8",
+            text=t,
         ),
         "</section></div>",
-        _rw_table(data["rws"], data["shapes"]),
+        _rw_table(data["rws"], data["shapes"], t),
     ]
 
 
-def _notice(data: dict[str, Any]) -> list[str]:
+def _notice(data: dict[str, Any], t: _Text) -> list[str]:
     """A kelurahan with too few public reports: no figures at all."""
-    k = data.get("k_anonymity")
-    return [
-        f"<p class='warn'>Kurang dari {k} laporan publik untuk pilihan ini: angka tidak "
-        "ditampilkan, agar pelapor tidak dapat dikenali.</p>"
-    ]
+    return [f"<p class='warn'>{t('too_few', k=data.get('k_anonymity'))}</p>"]
 
 
 def _e(text: Any) -> str:
@@ -159,64 +266,72 @@ def _pct(value: Any, decimals: int = 0) -> str:
     return "-" if _missing(value) else f"{100 * float(value):.{decimals}f}%"
 
 
-def _days(value: Any) -> str:
-    return "-" if _missing(value) else f"{float(value):.1f} hari"
-
-
 def _count(value: Any) -> str:
     return "-" if _missing(value) else str(int(value))
 
 
-def _period_text(spec: MetricSpec, tz: dt.tzinfo) -> str:
+def _period_text(spec: MetricSpec, tz: dt.tzinfo, t: _Text) -> str:
     if spec.start is None and spec.end is None:
-        return "semua laporan"
-    lo = spec.start.astimezone(tz).date().isoformat() if spec.start else "awal"
+        return t("all_reports")
+    lo = spec.start.astimezone(tz).date().isoformat() if spec.start else t("start")
     last = spec.end - dt.timedelta(microseconds=1) if spec.end else None  # end is exclusive
-    hi = last.astimezone(tz).date().isoformat() if last else "kini"
-    return f"laporan dibuat {lo} s.d. {hi}"
+    hi = last.astimezone(tz).date().isoformat() if last else t("now")
+    return t("created", lo=lo, hi=hi)
 
 
-def _kpis(kel: dict[str, Any], city: dict[str, Any]) -> str:
+def _kpis(kel: dict[str, Any], city: dict[str, Any], t: _Text) -> str:
     median = kel.get("median_days")
     resolved = kel.get("resolved_share")
     p90 = kel.get("p90_days")
+    days = RESOLUTION_TARGET_DAYS
     cards = [
         (
-            "Laporan",
+            t("reports"),
             f"{int(kel.get('reports') or 0)}",
-            f"terbuka {int(kel.get('open') or 0)}, ditolak {int(kel.get('rejected') or 0)}",
+            t(
+                "open_rejected",
+                open=int(kel.get("open") or 0),
+                rejected=int(kel.get("rejected") or 0),
+            ),
             None,
         ),
         (
-            f"Selesai &le; {RESOLUTION_TARGET_DAYS} hari",
+            t("within_days", days=days),
             _pct(kel.get("resolved_7d_share")),
-            f"kota: {_pct(city.get('resolved_7d_share'))} &middot; dari "
-            f"{int(kel.get('resolved_7d_eligible') or 0)} laporan &ge; 7 hari",
+            t(
+                "city_of_old",
+                city=_pct(city.get("resolved_7d_share")),
+                n=int(kel.get("resolved_7d_eligible") or 0),
+                days=days,
+            ),
             None,
         ),
         (
-            "Median lama penyelesaian",
-            _days(median),
-            f"kota: {_days(city.get('median_days'))} &middot; target {RESOLUTION_TARGET_DAYS} hari",
-            None if median is None else median <= RESOLUTION_TARGET_DAYS,
+            t("median"),
+            t.days(median),
+            t("city_target_days", city=t.days(city.get("median_days")), days=days),
+            None if median is None else median <= days,
         ),
         (
-            "90% selesai dalam",
-            _days(p90),
-            f"kota: {_days(city.get('p90_days'))} &middot; target {RESOLUTION_TARGET_DAYS} hari",
-            None if p90 is None else p90 <= RESOLUTION_TARGET_DAYS,
+            t("p90"),
+            t.days(p90),
+            t("city_target_days", city=t.days(city.get("p90_days")), days=days),
+            None if p90 is None else p90 <= days,
         ),
         (
-            f"Koordinasi &le; {COORDINATION_TARGET_HOURS} jam",
+            t("coordinated", hours=COORDINATION_TARGET_HOURS),
             _pct(kel.get("coordinated_6h_share")),
-            f"kota: {_pct(city.get('coordinated_6h_share'))}",
+            t("city", city=_pct(city.get("coordinated_6h_share"))),
             None,
         ),
         (
-            "Selesai (semua)",
-            _pct(kel.get("resolved_share"), 1),
-            f"kota: {_pct(city.get('resolved_share'), 1)} &middot; target "
-            f"{RESOLVED_TARGET_SHARE * 100:.0f}%",
+            t("resolved_all"),
+            _pct(resolved, 1),
+            t(
+                "city_target_share",
+                city=_pct(city.get("resolved_share"), 1),
+                target=f"{RESOLVED_TARGET_SHARE * 100:.0f}",
+            ),
             None if resolved is None else resolved >= RESOLVED_TARGET_SHARE,
         ),
     ]
@@ -225,40 +340,37 @@ def _kpis(kel: dict[str, Any], city: dict[str, Any]) -> str:
         mark = (
             ""
             if met is None
-            else (
-                "<span class='ok'>&#10003; target</span>"
-                if met
-                else "<span class='no'>&#10007; target</span>"
-            )
+            else f"<span class='{'ok' if met else 'no'}'>{'&#10003;' if met else '&#10007;'} "
+            f"{t('target')}</span>"
         )
         html_cards.append(
             f"<div class='kpi'><div class='label'>{label}</div>"
             f"<div class='value'>{value} {mark}</div>"
             f"<div class='note'>{note}</div></div>"
         )
-    warn = (
-        ""
-        if kel.get("reliable")
-        else (
-            "<p class='warn'>Sedikit laporan: angka belum andal (kurang dari ambang laporan).</p>"
-        )
-    )
+    warn = "" if kel.get("reliable") else f"<p class='warn'>{t('unreliable')}</p>"
     return "<section class='kpis'>" + "".join(html_cards) + "</section>" + warn
 
 
 def share_colour(value: Any, reliable: bool) -> str:
     """Fill of a RW on the map."""
-    if value is None or (isinstance(value, float) and math.isnan(value)) or not reliable:
+    if _missing(value) or not reliable:
         return UNRELIABLE_COLOUR
     return next(colour for upper, colour in SHARE_COLOURS if value < upper)
 
 
 def map_svg(
-    shapes: gpd.GeoDataFrame, rws: pd.DataFrame, width: int = 520, height: int = 420
+    shapes: gpd.GeoDataFrame,
+    rws: pd.DataFrame,
+    width: int = 520,
+    height: int = 420,
+    *,
+    text: _Text | None = None,
 ) -> str:
     """Inline SVG of the polygons coloured by ``resolved_7d_share`` (grey: unreliable / no data)."""
+    t = text or _Text()
     if shapes.empty:
-        return "<p>Tidak ada batas wilayah.</p>"
+        return f"<p>{t('no_boundaries')}</p>"
     values = (
         rws.set_index("code")
         if len(rws)
@@ -286,19 +398,19 @@ def map_svg(
         row = values.loc[code] if code in values.index else None
         share = None if row is None else row["resolved_7d_share"]
         fill = share_colour(share, bool(row["reliable"]) if row is not None else False)
-        tip = f"{name}: {_pct(share) if share is not None and not pd.isna(share) else 'tanpa data'}"
+        tip = f"{name}: {t('no_data') if _missing(share) else _pct(share)}"
         paths.append(
             f'<path d="{" ".join(d)}" fill="{fill}" fill-rule="evenodd">'
             f"<title>{_e(tip)}</title></path>"
         )
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" '
-        f'height="{height}" role="img" aria-label="Peta RW" class="map">'
+        f'height="{height}" role="img" aria-label="{t("map_label")}" class="map">'
         f'<g stroke="#555" stroke-width="0.6">{"".join(paths)}</g></svg>'
     )
 
 
-def _legend() -> str:
+def _legend(t: _Text) -> str:
     lower = 0.0
     items = []
     for upper, colour in SHARE_COLOURS:
@@ -308,18 +420,24 @@ def _legend() -> str:
         )
         lower = upper
     items.append(
-        f"<span><i style='background:{UNRELIABLE_COLOUR}'></i>belum andal / tanpa data</span>"
+        f"<span><i style='background:{UNRELIABLE_COLOUR}'></i>{t('legend_unreliable')}</span>"
     )
     return "<div class='legend'>" + "".join(items) + "</div>"
 
 
 def bar_svg(
-    values: list[int | None], labels: Any, *, colour: str, width: int = 420, height: int = 170
+    values: list[int | None],
+    labels: Any,
+    *,
+    colour: str,
+    width: int = 420,
+    height: int = 170,
+    text: _Text | None = None,
 ) -> str:
     """Inline SVG bar chart with value labels (None: a hidden figure, drawn as "-")."""
     labels = list(labels)
     if not values:
-        return "<p>Tidak ada data.</p>"
+        return f"<p>{(text or _Text())('no_data_p')}</p>"
     top = max(max((v for v in values if v is not None), default=0), 1)
     n = len(values)
     left, bottom, gap = 8, 34, 6
@@ -344,44 +462,35 @@ def bar_svg(
     )
 
 
-def _rw_table(rws: pd.DataFrame, shapes: gpd.GeoDataFrame) -> str:
+def _rw_table(rws: pd.DataFrame, shapes: gpd.GeoDataFrame, t: _Text) -> str:
     if rws.empty:
         return ""
     names = dict(zip(shapes["code"], shapes["name"], strict=True))
     rows = []
     for r in rws.itertuples(index=False):
-        name = names.get(r.code, r.code or "(di luar RW)")
+        name = names.get(r.code, r.code or t("outside_rw"))
         rows.append(
             f"<tr{'' if r.reliable else ' class=dim'}><td>{_e(name)}</td>"
             f"<td>{_count(r.reports)}</td><td>{_count(r.open)}</td>"
-            f"<td>{_pct(r.resolved_7d_share)}</td><td>{_days(r.median_days)}</td>"
+            f"<td>{_pct(r.resolved_7d_share)}</td><td>{t.days(r.median_days)}</td>"
             f"<td>{'' if _missing(r.rank) else int(r.rank)}</td></tr>"
         )
     return (
-        "<section><h2>Per RW</h2><table><thead><tr><th>RW</th><th>Laporan</th><th>Terbuka</th>"
-        f"<th>Selesai &le; {RESOLUTION_TARGET_DAYS} hari</th><th>Median</th><th>Peringkat*</th>"
-        "</tr></thead>"
+        f"<section><h2>{t('per_rw')}</h2><table><thead><tr><th>RW</th><th>{t('reports')}</th>"
+        f"<th>{t('open')}</th><th>{t('within_days', days=RESOLUTION_TARGET_DAYS)}</th>"
+        f"<th>Median</th><th>{t('rank')}</th></tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table>"
-        "<p class='note'>* peringkat di antara RW kelurahan ini yang andal; "
-        "baris abu-abu: belum andal.</p></section>"
+        f"<p class='note'>{t('rank_note')}</p></section>"
     )
 
 
-def _footer(spec: MetricSpec, generated: dt.datetime, k_anonymity: int | None = None) -> str:
-    days = RESOLUTION_TARGET_DAYS
-    public = (
-        f"<p><b>Laporan publik saja.</b> Baris (RW, bulan) dengan kurang dari {k_anonymity} "
-        "laporan tidak ditampilkan angkanya (&ldquo;-&rdquo;).</p>"
-        if k_anonymity
-        else ""
-    )
+def _footer(
+    spec: MetricSpec, generated: dt.datetime, t: _Text, k_anonymity: int | None = None
+) -> str:
+    public = f"<p>{t('public_only', k=k_anonymity)}</p>" if k_anonymity else ""
     return (
-        "<footer><p><b>Definisi.</b> Laporan ditolak dihitung terpisah dan tidak masuk "
-        f"ukuran kinerja. Selesai &le; {days} hari: dari laporan berumur minimal {days} hari, "
-        f"bagian yang selesai dalam {days} hari (tepat {days} hari 0 detik dihitung). "
-        "Median dan 90%: penaksir Kaplan-Meier, laporan terbuka disensor pada waktu data. "
-        f"Angka andal bila minimal {spec.min_reports} laporan tidak ditolak.</p>"
-        f"{public}<p>Dibuat oleh petalapor {generated.strftime('%Y-%m-%d %H:%M UTC')}.</p>"
+        f"<footer><p>{t('definitions', days=RESOLUTION_TARGET_DAYS, min_reports=spec.min_reports)}"
+        f"</p>{public}<p>{t('made_by', at=generated.strftime('%Y-%m-%d %H:%M UTC'))}</p>"
         "</footer>"
     )
 

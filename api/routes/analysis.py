@@ -48,6 +48,7 @@ from petalapor.catalog import (
 )
 from petalapor.errors import InvalidParameterError
 from web_map import area_report
+from web_map.i18n import check_lang
 
 FORMATS: tuple[str, ...] = ("json", "geojson", "csv", "parquet")
 MEDIA_TYPES: Mapping[str, str] = {
@@ -525,6 +526,9 @@ class AnalysisFactory:
         def area_page(
             code: Annotated[str, Path(pattern=r"^[0-9A-Za-z_.-]{1,32}$")],
             filters: Annotated[FilterParams, Depends()],
+            lang: Annotated[
+                str | None, Query(description="id (default) or en.", max_length=2)
+            ] = None,
             who: Viewer = Depends(self.viewer),
             conn: psycopg.Connection = Depends(get_conn),
         ) -> HTMLResponse:
@@ -535,7 +539,8 @@ class AnalysisFactory:
             data = area_report.report_data(conn, code, spec, k_anonymity=k)
             headers = security_headers(embed=False)
             headers["Cache-Control"] = "public, max-age=300" if who.is_public else "no-store"
-            return HTMLResponse(area_report.render_report(data), headers=headers)
+            page = area_report.render_report(data, check_lang(lang))
+            return HTMLResponse(page, headers=headers)
 
     def _hotspots(self) -> None:
         @self.router.get(

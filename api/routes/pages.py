@@ -309,7 +309,7 @@ class PagesFactory:
                     "/analysis/kelurahan/{code}"
                     if level == "kelurahan"
                     else "/analysis/kelurahan/{kelurahan_code}"
-                )
+                ) + ("?lang=en" if lang == "en" else "")
             elif "/reports" in paths:  # the unit's (public) reports until the analysis API exists
                 urls[f"summary_{level}"] = f"/reports?{level}={{code}}"
         catalog = get_catalog()

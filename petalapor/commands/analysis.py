@@ -31,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--kelurahan", required=True, metavar="CODE", help="kelurahan code, e.g. 3171010001"
     )
     rep.add_argument("--out", type=Path, help="HTML file to write (default laporan_<CODE>.html)")
+    rep.add_argument("--lang", choices=["id", "en"], default="id", help="page language")
     _filter_args(rep)
     rep.set_defaults(func=run_report)
 
@@ -93,7 +94,7 @@ def run_report(args: argparse.Namespace) -> int:
     out = args.out or Path(f"laporan_{args.kelurahan}.html")
     with psycopg.connect(db.database_url(Settings())) as conn:
         data = report_data(conn, args.kelurahan, spec)
-    out.write_text(render_report(data), encoding="utf-8")
+    out.write_text(render_report(data, args.lang), encoding="utf-8")
     reports = int(data["kelurahan"].get("reports") or 0)
     print(f"wrote {out} ({data['names']['kelurahan']}, {reports} reports)")
     return 0
