@@ -12,6 +12,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.gzip import GZipMiddleware
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
 
 from api.auth import MemoResolver, install_auth
 from api.auth import viewer as auth_viewer
@@ -73,7 +75,8 @@ def create_app(settings: Settings | None = None, dsn: str | None = None) -> Fast
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url=None,  # /docs below: Swagger UI from web_map/node_modules, not a CDN
+        redoc_url=None,
         openapi_url="/openapi.json",
     )
     app.state.settings = settings
@@ -95,4 +98,18 @@ def create_app(settings: Settings | None = None, dsn: str | None = None) -> Fast
         TileFactory(resolver=MemoResolver(app)).router
     )  # viewer from headers, memoised
     app.include_router(PagesFactory().router)
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        """The interactive API documentation, with every file served by petalapor."""
+        vendor = "/static/vendor/swagger-ui-dist"
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url,
+            title="petalapor API",
+            swagger_js_url=f"{vendor}/swagger-ui-bundle.js",
+            swagger_css_url=f"{vendor}/swagger-ui.css",
+            swagger_favicon_url="/favicon.ico",
+            swagger_ui_parameters={"validatorUrl": None},  # no call to validator.swagger.io
+        )
+
     return app

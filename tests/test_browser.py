@@ -500,6 +500,14 @@ def test_every_layer_toggles_without_errors(driver, app_url):
     assert_local_only(resources(driver), app_url)
 
 
+def test_api_docs_render_offline(driver, app_url):
+    driver.get(app_url + "/docs")
+    wait_for(driver, "document.querySelectorAll('.opblock').length > 20", 30, "the operations")
+    assert "/reports/export" in driver.find_element("id", "swagger-ui").text
+    assert_local_only(resources(driver), app_url)
+    assert severe_logs(driver) == []
+
+
 def test_embed_in_an_iframe_on_another_port(driver, app_url, framing_url):
     driver.get(framing_url + "/embed.html")
     frame = driver.find_element("id", "w")

@@ -66,6 +66,17 @@ def test_pages_have_no_external_urls_and_assets_resolve(client, opd_token):
                     assert external_urls(asset.text) == [], ref
 
 
+def test_api_docs_are_served_locally(client):
+    """/docs is Swagger UI from web_map/node_modules (no CDN); /redoc is not offered."""
+    html = client.get("/docs").text
+    assert external_urls(html) == [] and "SwaggerUIBundle" in html
+    refs = [ref for ref in SRC.findall(html) if ref.startswith("/static/")]
+    assert len(refs) == 2
+    for ref in refs:
+        assert client.get(ref).status_code == 200, ref
+    assert client.get("/redoc").status_code == 404
+
+
 def test_framing_headers(client, opd_token):
     client.cookies.clear()
     for name, r in page_urls(client, opd_token).items():

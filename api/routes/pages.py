@@ -52,6 +52,8 @@ VENDOR_FILES: frozenset[str] = frozenset(
         "leaflet.markercluster/dist/leaflet.markercluster.js.map",
         "leaflet.markercluster/dist/MarkerCluster.css",
         "leaflet.markercluster/dist/MarkerCluster.Default.css",
+        "swagger-ui-dist/swagger-ui-bundle.js",
+        "swagger-ui-dist/swagger-ui.css",
     }
 )
 _APP_FILE = re.compile(r"^[a-z0-9_-]+\.(js|css|png|svg)$")
