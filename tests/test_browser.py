@@ -649,6 +649,10 @@ def test_opd_view_requires_a_key_and_shows_only_its_reports(driver, app_url, loa
     assert opds == {"DSDA"}, opds
     assert driver.execute_script("return PL.reportCount;") == min(expected, 5000)
     assert "DSDA" in driver.find_element("id", "pl-who").text
+    # its summary panel counts its own reports, hidden ones included (the session is sent)
+    wait_for(driver, "PL.kpis && PL.kpis.reports !== undefined", 30, "the OPD's figures")
+    assert driver.execute_script("return PL.kpis.reports;") == expected
+    assert "Ringkasan laporan OPD" in driver.find_element("id", "pl-kpis").text
     (SHOTS / "opd_overview.png").write_bytes(driver.get_screenshot_as_png())
     # clustered at low zoom: far fewer cluster icons than reports
     icons = len(driver.find_elements("css selector", ".marker-cluster"))

@@ -55,6 +55,7 @@ STRINGS: dict[str, tuple[str, str]] = {
         "No such place; pick one from the list.",
     ),
     "kpi_title": ("Ringkasan laporan publik", "Public reports at a glance"),
+    "kpi_title_opd": ("Ringkasan laporan OPD", "The OPD's reports at a glance"),
     "kpi_reports": ("Laporan", "Reports"),
     "kpi_open": ("masih terbuka", "still open"),
     "kpi_resolved": ("Selesai", "Resolved"),

@@ -330,6 +330,21 @@ def _config(ctx: PageContext, page: str, **extra: Any) -> dict:
     return config
 
 
+def _kpis(ctx: PageContext, public: bool) -> dict[str, Any]:
+    """The summary panel: its data URL and the published targets.
+
+    ``public``: the public figures (the request carries no session); otherwise the
+    caller's (an OPD session sees its own hidden reports too).
+    """
+    return {
+        "url": ctx.urls.get("resolution_summary"),
+        "public": public,
+        "resolvedTarget": RESOLVED_TARGET_SHARE,
+        "days": RESOLUTION_TARGET_DAYS,
+        "hours": COORDINATION_TARGET_HOURS,
+    }
+
+
 def _add_outline(m: Any, ctx: PageContext) -> None:
     """Unfiltered kelurahan outlines: they give the map its shape when no basemap is used."""
     if "kelurahan" not in ctx.available:
@@ -423,19 +438,13 @@ def map_page(ctx: PageContext) -> str:
     _vectors(m, ctx, filters, [("jakwifi", "points", False), ("ispu_stations", "points", False)])
     folium.LayerControl(collapsed=False, position="topright").add_to(m)
     metric = ctx.query.get("metric") or "count"
-    kpis = {
-        "url": ctx.urls.get("resolution_summary"),
-        "resolvedTarget": RESOLVED_TARGET_SHARE,
-        "days": RESOLUTION_TARGET_DAYS,
-        "hours": COORDINATION_TARGET_HOURS,
-    }
     config = _config(
         ctx,
         "map",
         filters=filters,
         metric=metric,
         bounds=JAKARTA_BOUNDS,
-        kpis=kpis,
+        kpis=_kpis(ctx, public=True),
         exportUrl=ctx.urls.get("reports_export"),
     )
     m.add_child(_assets()(config))
@@ -471,6 +480,7 @@ def opd_page(ctx: PageContext, opd: str | None, opd_name: str | None, role: str)
         reportsUrl=ctx.urls.get("reports", ""),
         worstUrl=ctx.urls.get("worst_rw", ""),
         exportUrl=ctx.urls.get("reports_export"),
+        kpis=_kpis(ctx, public=False),
     )
     after = "PL.opdPage(%s);" % json.dumps({"table": "pl-worst", "role": role})
     m.add_child(_assets(MARKERCLUSTER_JS, MARKERCLUSTER_CSS)(config, after))

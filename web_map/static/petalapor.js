@@ -484,8 +484,9 @@
     });
     var mine = ++kpiLoad;
     PL.kpis = null;
-    // 'omit': the panel shows the public figures, whatever session this browser holds
-    fetch(k.url + (q.length ? '&' + q.join('&') : ''), {credentials: 'omit'}).then(function (r) {
+    // the public panel sends no session: public figures, whatever this browser holds
+    var credentials = k.public ? 'omit' : 'same-origin';
+    fetch(k.url + (q.length ? '&' + q.join('&') : ''), {credentials: credentials}).then(function (r) {
       return r.ok ? r.json() : null;
     }).then(function (data) {
       if (mine !== kpiLoad) { return; }  // a newer filter won
@@ -502,7 +503,7 @@
       return '<div class="pl-kpi' + (cls ? ' ' + cls : '') + '"><span>' + esc(label) + '</span> <b>' +
         esc(value) + '</b>' + (extra ? ' <small>' + esc(extra) + '</small>' : '') + '</div>';
     }
-    var html = '<div class="pl-kpi-head">' + esc(tr('kpi_title')) + '</div>';
+    var html = '<div class="pl-kpi-head">' + esc(tr(k.public ? 'kpi_title' : 'kpi_title_opd')) + '</div>';
     if (!row) {
       html += '<div class="pl-empty">' + esc(tr('kpi_failed')) + '</div>';
     } else if (!row.reports) {
