@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import geopandas as gpd
 import numpy as np
@@ -375,6 +376,35 @@ def test_kelurahan_page_hides_small_public_figures(api, api_db) -> None:
     assert get(api, f"/analysis/kelurahan/{busy}", lang="fr").status_code == 400
     assert get(api, "/analysis/kelurahan/0000").status_code == 404
     assert get(api, "/analysis/kelurahan/bad%20code").status_code == 422
+
+
+def test_kelurahan_page_shows_wifi_and_air_quality(api, api_db) -> None:
+    """The context cards: JakWifi points in the kelurahan (marked synthetic), mean ISPU."""
+    from db.layers import current_import, generate_jakwifi, import_ispu
+
+    url, frame = api_db
+    with psycopg.connect(url) as conn:
+        if current_import(conn, "jakwifi") is None:  # the overlay test loads them first
+            generate_jakwifi(url, seed=1)
+        if current_import(conn, "ispu") is None:
+            import_ispu(url)
+        busy = frame["kelurahan_code"].value_counts().index[0]
+        (inside,) = conn.execute(  # hotspots are placed by the reports' snapping rule
+            "SELECT count(*) FROM layer_jakwifi WHERE kelurahan_code = %s", (busy,)
+        ).fetchone()
+        first, last = conn.execute("SELECT min(date), max(date) FROM ispu_readings").fetchone()
+    page = get(api, f"/analysis/kelurahan/{busy}").text
+    assert "Konteks: JakWifi dan kualitas udara" in page
+    assert f"<div class='label'>Titik JakWifi</div><div class='value'>{inside}</div>" in page
+    assert "data sintetis, bukan lokasi nyata" in page
+    assert f"{first} s.d. {last}" in page  # no date filter: every stored ISPU day
+    value = re.search(
+        r"ISPU rata-rata</div><div class='value'>(\d+) <small>(\w[\w ]*)</small>", page
+    )
+    assert value and 0 < int(value[1]) < 500 and value[2] in ("Baik", "Sedang", "Tidak Sehat")
+    # a period without ISPU readings says so, with the days that are stored
+    late = get(api, f"/analysis/kelurahan/{busy}", lang="en", **{"from": "2026-01-01"}).text
+    assert f"No ISPU data for this period (stored: {first} to {last})" in late
 
 
 # --------------------------------------------------------------------------- petalapor report

@@ -13,14 +13,16 @@ import datetime as dt
 import html
 import math
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
 import psycopg
+from psycopg.rows import dict_row, tuple_row
 
 from db import analysis
-from gis.metrics import BACKLOG_BANDS, MetricSpec, suppress_small
+from gis.metrics import BACKLOG_BANDS, TIMEZONE, MetricSpec, suppress_small
 from petalapor.catalog import (
     COORDINATION_TARGET_HOURS,
     RESOLUTION_TARGET_DAYS,
@@ -63,6 +65,7 @@ def report_data(
     if k_anonymity:
         kel, rws, monthly = (suppress_small(t, k_anonymity) for t in (kel, rws, monthly))
     shapes = analysis.unit_frame(conn, "rw", parent=within)
+    rw_codes = shapes["code"].tolist()
     if shapes.empty:  # Kepulauan Seribu and a few others have no RW polygons
         shapes = analysis.unit_frame(conn, "kelurahan", codes=[code])
     return {
@@ -76,7 +79,59 @@ def report_data(
         "monthly": monthly.tail(12).reset_index(drop=True),
         "generated": dt.datetime.now(dt.UTC),
         "k_anonymity": k_anonymity,
+        "wifi": _wifi(conn, code),
+        "ispu": _ispu(conn, spec, rw_codes),
     }
+
+
+def _wifi(conn: psycopg.Connection, code: str) -> dict[str, Any] | None:
+    """The kelurahan's JakWifi coverage (and whether the points are synthetic), or None."""
+    from db.layers import current_import
+
+    current = current_import(conn, "jakwifi")
+    if current is None:
+        return None
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            "SELECT n_hotspots, per_km2, nearest_m, share_100m, share_300m FROM jakwifi_coverage "
+            "WHERE unit = 'kelurahan' AND code = %s",
+            (code,),
+        ).fetchone()
+    return None if row is None else {**row, "synthetic": bool(current["synthetic"])}
+
+
+def _ispu(conn: psycopg.Connection, spec: MetricSpec, rw_codes: list[str]) -> dict[str, Any]:
+    """Mean ISPU over the kelurahan's RW centroids for the reports' period (the analysis's
+    IDW of the stations' period means), with the days it covers; or why there is none."""
+    from db.analysis import LayerNotLoadedError
+    from layers.ispu import categorise
+    from petalapor.errors import DataError
+
+    if not rw_codes:
+        return {"error": "no_rw"}
+    try:
+        values = analysis.ispu_by_rw(conn, spec.start, spec.end)
+    except LayerNotLoadedError:
+        return {"error": "not_loaded"}
+    except DataError:
+        return {"error": "no_period", "stored": _days_stored(conn, None, None)}
+    mean = float(values.loc[values["code"].isin(rw_codes), "ispu_mean"].mean())
+    tz = ZoneInfo(TIMEZONE)  # the days ispu_by_rw averaged over (Jakarta days)
+    lo = spec.start.astimezone(tz).date() if spec.start else None
+    hi = (spec.end - dt.timedelta(microseconds=1)).astimezone(tz).date() if spec.end else None
+    days = _days_stored(conn, lo, hi)
+    return {"mean": mean, "category": categorise([mean])[0], "days": days}
+
+
+def _days_stored(conn: psycopg.Connection, lo: dt.date | None, hi: dt.date | None) -> tuple:
+    """First and last day of the ISPU readings stored between ``lo`` and ``hi`` (inclusive)."""
+    with conn.cursor(row_factory=tuple_row) as cur:
+        first, last = cur.execute(
+            "SELECT min(date), max(date) FROM ispu_readings WHERE "
+            "(%(lo)s::date IS NULL OR date >= %(lo)s) AND (%(hi)s::date IS NULL OR date <= %(hi)s)",
+            {"lo": lo, "hi": hi},
+        ).fetchone()
+    return (str(first), str(last))
 
 
 def _row(table: pd.DataFrame) -> dict[str, Any]:
@@ -177,6 +232,33 @@ TEXT: dict[str, tuple[str, str]] = {
         "figures (&ldquo;-&rdquo;).",
     ),
     "made_by": ("Dibuat oleh petalapor {at}.", "Made by petalapor {at}."),
+    "context_title": ("Konteks: JakWifi dan kualitas udara", "Context: JakWifi and air quality"),
+    "wifi_label": ("Titik JakWifi", "JakWifi hotspots"),
+    "wifi_note": (
+        "{per_km2} per km&sup2; &middot; {share}% wilayah dalam 300 m dari titik",
+        "{per_km2} per km&sup2; &middot; {share}% of the area within 300 m of one",
+    ),
+    "wifi_synthetic": ("data sintetis, bukan lokasi nyata", "synthetic data, not real places"),
+    "wifi_none": ("JakWifi belum dimuat.", "JakWifi is not loaded."),
+    "ispu_label": ("ISPU rata-rata", "Mean ISPU"),
+    "ispu_note": (
+        "di pusat RW-nya (IDW dari stasiun) &middot; {lo} s.d. {hi}",
+        "at its RW centres (IDW from the stations) &middot; {lo} to {hi}",
+    ),
+    "ispu_not_loaded": ("ISPU belum dimuat.", "ISPU is not loaded."),
+    "ispu_no_period": (
+        "Tidak ada data ISPU untuk periode ini (tersimpan: {lo} s.d. {hi}).",
+        "No ISPU data for this period (stored: {lo} to {hi}).",
+    ),
+    "ispu_no_rw": ("Tanpa poligon RW: ISPU tidak dihitung.", "No RW polygons: no ISPU here."),
+}
+#: ISPU category names in English (``layers.ispu.CATEGORIES`` holds the Indonesian ones).
+ISPU_EN = {
+    "BAIK": "Good",
+    "SEDANG": "Moderate",
+    "TIDAK SEHAT": "Unhealthy",
+    "SANGAT TIDAK SEHAT": "Very unhealthy",
+    "BERBAHAYA": "Hazardous",
 }
 #: Backlog bands of :data:`gis.metrics.BACKLOG_BANDS`, in order.
 BAND_KEYS = ("band_0_7", "band_8_30", "band_31_90", "band_over_90")
@@ -249,8 +331,42 @@ def _body(data: dict[str, Any], t: _Text) -> list[str]:
             text=t,
         ),
         "</section></div>",
+        _context(data, t),
         _rw_table(data["rws"], data["shapes"], t),
     ]
+
+
+def _context(data: dict[str, Any], t: _Text) -> str:
+    """JakWifi coverage and mean ISPU of the kelurahan, as two cards."""
+    from layers.ispu import CATEGORIES
+
+    wifi, ispu = data.get("wifi"), data.get("ispu") or {}
+    if wifi is None:
+        cards = [(t("wifi_label"), "-", t("wifi_none"))]
+    else:
+        note = t(
+            "wifi_note",
+            per_km2="-" if _missing(wifi["per_km2"]) else f"{wifi['per_km2']:.1f}",
+            share=f"{100 * wifi['share_300m']:.0f}",
+        )
+        if wifi["synthetic"]:
+            note += f" &middot; <b>{t('wifi_synthetic')}</b>"
+        cards = [(t("wifi_label"), str(wifi["n_hotspots"]), note)]
+    if "mean" in ispu:
+        labels = {c.code: c.label for c in CATEGORIES} if t.lang == "id" else ISPU_EN
+        lo, hi = ispu["days"]
+        value = f"{ispu['mean']:.0f} <small>{_e(labels.get(ispu['category'], ''))}</small>"
+        cards.append((t("ispu_label"), value, t("ispu_note", lo=lo, hi=hi)))
+    else:
+        error = ispu.get("error", "not_loaded")
+        lo, hi = ispu.get("stored", ("-", "-"))
+        cards.append((t("ispu_label"), "-", t(f"ispu_{error}", lo=lo, hi=hi)))
+    body = "".join(
+        f"<div class='kpi'><div class='label'>{label}</div><div class='value'>{value}</div>"
+        f"<div class='note'>{note}</div></div>"
+        for label, value, note in cards
+    )
+    return f"<section><h2>{t('context_title')}</h2><div class='kpis'>{body}</div></section>"
 
 
 def _notice(data: dict[str, Any], t: _Text) -> list[str]:
