@@ -363,6 +363,8 @@ def test_kelurahan_page_hides_small_public_figures(api, api_db) -> None:
         headers=key_header(url, "admin"),
     )
     assert admin.status_code == 200 and "Kurang dari" not in admin.text
+    # the page links back to the map, zoomed there, with the same dates
+    assert f"href='/map?kelurahan={code}&amp;from={day}&amp;to={day}'" in admin.text
     assert f"<div class='value'>{all_reports} </div>" in admin.text
     assert "Laporan publik saja" not in admin.text and admin.headers["cache-control"] == "no-store"
     # a whole year of a busy kelurahan: the figures, RW map and table are there for everyone

@@ -463,6 +463,13 @@ def test_map_finds_a_place_by_name(driver, app_url, loaded_dsn):
     note = driver.find_element("id", "pl-place-note")
     assert "No such place" in note.text and "pl-warn" in note.get_attribute("class")
     (SHOTS / "map_place.png").write_bytes(driver.get_screenshot_as_png())
+    # the kelurahan page's "see it on the map" link opens the map there
+    driver.get(app_url + f"/map?kelurahan={code}")
+    wait_for(driver, "window.PL && PL.ready && PL.map.getZoom() >= 14", 20, "zoom on load")
+    view = driver.execute_script(
+        "var b = PL.map.getBounds(); return [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()];"
+    )
+    assert view[0] < (x0 + x1) / 2 < view[2] and view[1] < (y0 + y1) / 2 < view[3], view
     assert severe_logs(driver) == []
 
 

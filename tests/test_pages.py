@@ -219,6 +219,14 @@ def test_builder_offers_every_kelurahan_by_name(client, loaded_dsn):
     assert set(strings("id")) == set(strings("en")) == set(STRINGS)
 
 
+def test_map_opens_on_a_kelurahan(client):
+    html = client.get("/map", params={"kelurahan": "3173080003", "lang": "en"}).text
+    config = json.loads(re.search(r"PL\.init\([a-z_0-9]+, (\{.*\})\);", html).group(1))
+    assert config["place"] == ["kelurahan", "3173080003"]
+    r = client.get("/map", params={"kelurahan": "<script>"})
+    assert r.status_code == 400 and "boundary code" in r.json()["detail"]
+
+
 def test_map_page_configuration(client):
     html = client.get("/map", params={"category": "banjir", "metric": "median_days"}).text
     config = json.loads(re.search(r"PL\.init\([a-z_0-9]+, (\{.*\})\);", html).group(1))

@@ -232,6 +232,7 @@ TEXT: dict[str, tuple[str, str]] = {
         "figures (&ldquo;-&rdquo;).",
     ),
     "made_by": ("Dibuat oleh petalapor {at}.", "Made by petalapor {at}."),
+    "on_map": ("lihat di peta &rarr;", "see it on the map &rarr;"),
     "context_title": ("Konteks: JakWifi dan kualitas udara", "Context: JakWifi and air quality"),
     "wifi_label": ("Titik JakWifi", "JakWifi hotspots"),
     "wifi_note": (
@@ -281,9 +282,14 @@ class _Text:
         return "-" if _missing(value) else self("days", n=f"{float(value):.1f}")
 
 
-def render_report(data: dict[str, Any], lang: str = "id") -> str:
-    """The HTML page (inline SVG map and charts, no external resources), in ``lang``."""
+def render_report(data: dict[str, Any], lang: str = "id", map_url: str | None = None) -> str:
+    """The HTML page (inline SVG map and charts, no external resources), in ``lang``.
+
+    ``map_url``: a link to the kelurahan on the planner map (the web page; a file sent
+    by e-mail has none).
+    """
     t = _Text(lang)
+    link = f" &middot; <a href='{_e(map_url)}'>{t('on_map')}</a>" if map_url else ""
     names, kel, spec = data["names"], data["kelurahan"], data["spec"]
     title = f"Kelurahan {names['kelurahan']}"
     wib = dt.timezone(dt.timedelta(hours=7))
@@ -298,7 +304,7 @@ def render_report(data: dict[str, Any], lang: str = "id") -> str:
         f"<header><h1>{_e(title)}</h1>",
         f"<p class='sub'>Kecamatan {_e(names.get('kecamatan') or '-')}, "
         f"{_e(names.get('kota') or '-')} &middot; {t('code')} {_e(data['code'])} &middot; "
-        f"{t('as_of')} {as_of} &middot; {period}</p></header>",
+        f"{t('as_of')} {as_of} &middot; {period}{link}</p></header>",
         *(_notice(data, t) if kel.get("suppressed") else _body(data, t)),
         _footer(spec, data["generated"], t, data.get("k_anonymity")),
         "</body></html>",

@@ -446,6 +446,7 @@ def map_page(ctx: PageContext) -> str:
         bounds=JAKARTA_BOUNDS,
         kpis=_kpis(ctx, public=True),
         exportUrl=ctx.urls.get("reports_export"),
+        place=["kelurahan", ctx.query["kelurahan"]] if ctx.query.get("kelurahan") else None,
     )
     m.add_child(_assets()(config))
     return _render(m, t("title_map", lang), lang)

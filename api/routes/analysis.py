@@ -26,6 +26,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 import geopandas as gpd
 import pandas as pd
@@ -126,6 +127,22 @@ def _unit(value: str | None, default: str | None, allowed: tuple[str, ...]) -> s
     if value in ("none", "city"):
         return None
     return _choice(value, "unit", "", allowed)
+
+
+def _map_url(code: str, filters: FilterParams, lang: str) -> str:
+    """The planner map zoomed to the kelurahan, with the filters the map has (single codes)."""
+    params = {"kelurahan": code}
+    if filters.start and len(filters.start) == 10:
+        params["from"] = filters.start
+    if filters.end and len(filters.end) == 10:  # back from the exclusive bound to the last day
+        last = dt.date.fromisoformat(filters.end) - dt.timedelta(days=1)
+        params["to"] = last.isoformat()
+    for name, values in (("category", filters.categories), ("opd", filters.opds)):
+        if len(values) == 1:
+            params[name] = values[0]
+    if lang != "id":
+        params["lang"] = lang
+    return "/map?" + urlencode(params)
 
 
 def _end_of_day(value: str | None) -> str | None:
@@ -539,7 +556,8 @@ class AnalysisFactory:
             data = area_report.report_data(conn, code, spec, k_anonymity=k)
             headers = security_headers(embed=False)
             headers["Cache-Control"] = "public, max-age=300" if who.is_public else "no-store"
-            page = area_report.render_report(data, check_lang(lang))
+            lang = check_lang(lang)
+            page = area_report.render_report(data, lang, map_url=_map_url(code, filters, lang))
             return HTMLResponse(page, headers=headers)
 
     def _hotspots(self) -> None:

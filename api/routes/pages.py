@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from starlette.datastructures import QueryParams
 
@@ -388,7 +388,15 @@ class PagesFactory:
         @self.router.get(
             "/map", tags=["pages"], summary="Planner map (HTML)", response_class=HTMLResponse
         )
-        def planner_map(request: Request, lang: str | None = None) -> HTMLResponse:
+        def planner_map(
+            request: Request,
+            lang: str | None = None,
+            kelurahan: Annotated[
+                str | None, Query(description="Open zoomed to this kelurahan (its code).")
+            ] = None,
+        ) -> HTMLResponse:
+            if kelurahan is not None and not _CODE.match(kelurahan):
+                raise InvalidParameterError(f"kelurahan must be a boundary code, got {kelurahan!r}")
             ctx = self.context(request, lang, places=True)
             return self._html(pages.map_page(ctx))
 

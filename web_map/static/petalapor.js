@@ -723,6 +723,7 @@
       PL.loadKpis();
     }
     if (cfg.bounds) { map.fitBounds(cfg.bounds); }
+    if (cfg.place) { PL.place = {level: cfg.place[0], code: cfg.place[1]}; PL.zoomTo(cfg.place[0], cfg.place[1]); }
     document.documentElement.setAttribute('lang', cfg.lang || 'id');
     PL.ready = true;
     return PL;
