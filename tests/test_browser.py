@@ -672,6 +672,10 @@ def test_opd_view_requires_a_key_and_shows_only_its_reports(driver, app_url, loa
         assert driver.execute_script("return PL.worstSource;") == "analysis"
     rows = driver.find_elements("css selector", "#pl-worst-table tbody tr")
     assert rows
+    # each RW's kelurahan links to the kelurahan's summary page (for this OPD's reports)
+    link = rows[0].find_elements("tag name", "td")[1].find_element("tag name", "a")
+    assert "/analysis/kelurahan/" in link.get_attribute("href")
+    assert link.get_attribute("href").endswith("opd=DSDA")
     backlog = [r.find_elements("tag name", "td")[2].text for r in rows]
     assert [int(b) for b in backlog] == sorted((int(b) for b in backlog), reverse=True)
     driver.find_element("id", "pl-sort-days").click()

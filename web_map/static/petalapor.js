@@ -548,7 +548,9 @@
         columns.forEach(function (c) {
           var v = r[c.key];
           var cell = c.kind === 'text' ? (v || '–') : fmt(v === null || v === undefined ? null : Number(v), c.kind);
-          html += '<td>' + esc(cell) + '</td>';
+          var link = c.link ? c.link(r) : null;  // e.g. the kelurahan's summary page
+          html += '<td>' + (link ? '<a class="pl-summary" target="_blank" rel="noopener" href="' + esc(link) + '">' +
+            esc(cell) + '</a>' : esc(cell)) + '</td>';
         });
         html += '</tr>';
       });
@@ -563,7 +565,10 @@
         });
       });
       Array.prototype.forEach.call(el.querySelectorAll('tbody tr'), function (row) {
-        row.addEventListener('click', function () { PL.zoomTo('rw', row.getAttribute('data-code')); });
+        row.addEventListener('click', function (ev) {
+          if (ev.target.closest && ev.target.closest('a')) { return; }  // a link opens its page
+          PL.zoomTo('rw', row.getAttribute('data-code'));
+        });
       });
     }
     PL.reloadTable = function () { rows = (getRows() || []).slice(); render(); };
@@ -598,7 +603,8 @@
     items.forEach(function (r) {
       if (!r.rw_code) { return; }
       var row = by[r.rw_code] || (by[r.rw_code] = {rw_code: r.rw_code, rw: r.rw_name || r.rw_code,
-        kelurahan: r.kelurahan_name || r.kelurahan_code || '', backlog: 0, total: 0, _days: []});
+        kelurahan: r.kelurahan_name || r.kelurahan_code || '', kelurahan_code: r.kelurahan_code,
+        backlog: 0, total: 0, _days: []});
       row.total += 1;
       if (r.is_open) { row.backlog += 1; }
       if (r.resolved_at && r.created_at) {
@@ -619,6 +625,7 @@
     return {
       rw_code: code, rw: r.rw_name || r.name || known.rw || code,
       kelurahan: r.kelurahan_name || r.kelurahan || known.kelurahan || '',
+      kelurahan_code: r.kelurahan_code || known.kelurahan_code,
       backlog: pick(r, ['backlog', 'open', 'n_open', 'open_count']),
       median_days: pick(r, ['median_days', 'median_days_to_resolve', 'days_median']),
       total: pick(r, ['reports', 'count', 'n', 'total', 'n_reports'])
@@ -652,7 +659,8 @@
     var table = document.getElementById(opts.table);
     var columns = [
       {key: 'rw', label: tr('rw'), kind: 'text'},
-      {key: 'kelurahan', label: tr('kelurahan'), kind: 'text'},
+      {key: 'kelurahan', label: tr('kelurahan'), kind: 'text',
+       link: function (r) { return r.kelurahan_code ? PL.summaryLink('kelurahan', {code: r.kelurahan_code}) : null; }},
       {key: 'backlog', label: tr('backlog'), kind: 'int'},
       {key: 'median_days', label: tr('median_days'), kind: 'days'},
       {key: 'total', label: tr('total'), kind: 'int'}
@@ -685,7 +693,7 @@
         }
         // the analysis API's figures (Kaplan-Meier median days), named from the reports
         var names = {};
-        local.forEach(function (r) { names[r.rw_code] = {rw: r.rw, kelurahan: r.kelurahan}; });
+        local.forEach(function (r) { names[r.rw_code] = {rw: r.rw, kelurahan: r.kelurahan, kelurahan_code: r.kelurahan_code}; });
         fetch(withQuery(PL.cfg.worstUrl), {credentials: 'same-origin'}).then(function (r) {
           return r.ok ? r.json() : null;
         }).then(function (data) {
