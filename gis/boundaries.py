@@ -236,6 +236,17 @@ def load_manifest(
     return sources
 
 
+def manifest_attribution(path: str | Path | None = None) -> dict[str, str]:
+    """The ``[attribution]`` of a boundary manifest: ``text`` and ``licence`` (may be empty)."""
+    manifest = Path(path) if path is not None else default_manifest_path()
+    try:
+        spec = tomllib.loads(manifest.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{manifest}: cannot read boundary manifest: {exc}") from exc
+    section = spec.get("attribution", {})
+    return {key: str(section.get(key, "")) for key in ("text", "licence")}
+
+
 def _find_file(name: str, search_dirs: list[Path], manifest: Path) -> Path:
     """Resolve a manifest file name against the search folders."""
     if not name:

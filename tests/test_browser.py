@@ -306,6 +306,9 @@ def test_map_loads_draws_and_refilters(driver, app_url):
     assert_local_only(first, app_url)
     assert any("/tiles/hexes/" in u for u in first)
     assert any("/static/vendor/leaflet/dist/leaflet.js" in u for u in first)
+    # every map credits its data: a link to /sources in the attribution
+    link = driver.find_element("css selector", ".leaflet-control-attribution a[href='/sources']")
+    assert link.text == "Sumber data"
 
     # the tiles draw: the map area is far from a flat background
     png = driver.get_screenshot_as_png()

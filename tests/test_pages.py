@@ -66,6 +66,30 @@ def test_pages_have_no_external_urls_and_assets_resolve(client, opd_token):
                     assert external_urls(asset.text) == [], ref
 
 
+def test_sources_page_names_every_source_and_licence(client, loaded_dsn):
+    from layers import registry
+
+    with psycopg.connect(loaded_dsn) as conn:
+        (stored,) = conn.execute("SELECT count(*) FROM reports").fetchone()
+    r = client.get("/sources", params={"lang": "en"})
+    assert r.status_code == 200 and r.headers["x-frame-options"] == "DENY"
+    html = r.text
+    assert external_urls(html) == []
+    assert f"{stored:,} reports stored" in html and "Reporter identity is never stored" in html
+    assert "nusantr" in html and "MIT, (c) 2017 Rasyid Ridha" in html and "imported 20" in html
+    for layer in registry.all_layers():
+        assert layer.title in html and (not layer.synthetic or "(synthetic)" in html)
+    leaflet = json.loads((WEB_MAP / "node_modules/leaflet/package.json").read_text())
+    assert f"leaflet {leaflet['version']} ({leaflet['license']})" in html
+    assert "swagger-ui-dist" in html
+    id_html = client.get("/sources").text
+    assert "Sumber data" in id_html and f"{stored:,}".replace(",", ".") + " laporan" in id_html
+    config = json.loads(
+        re.search(r"PL\.init\([a-z_0-9]+, (\{.*\})\);", client.get("/map?lang=en").text).group(1)
+    )
+    assert config["sourcesUrl"] == "/sources?lang=en"
+
+
 def test_api_docs_are_served_locally(client):
     """/docs is Swagger UI from web_map/node_modules (no CDN); /redoc is not offered."""
     html = client.get("/docs").text

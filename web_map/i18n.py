@@ -49,6 +49,32 @@ STRINGS: dict[str, tuple[str, str]] = {
     "summary": ("Ringkasan", "Summary"),
     "find_place": ("Cari wilayah", "Find a place"),
     "download_csv": ("Unduh laporan (CSV)", "Download reports (CSV)"),
+    "sources": ("Sumber data", "Data sources"),
+    "sources_intro": (
+        "Dari mana data di peta ini berasal, dan dengan syarat apa.",
+        "Where the data on these maps comes from, and on what terms.",
+    ),
+    "sources_reports": ("Laporan warga", "Citizen reports"),
+    "sources_reports_text": (
+        "{n} laporan tersimpan, dari kanal pengaduan Jakarta (JAKI/JakLapor, Qlue, SMS, web, "
+        "Open311). Identitas pelapor tidak pernah disimpan bersama laporan dan tidak pernah "
+        "ditampilkan; laporan yang disembunyikan pelapor tidak masuk peta publik.",
+        "{n} reports stored, from Jakarta's complaint channels (JAKI/JakLapor, Qlue, SMS, web, "
+        "Open311). Reporter identity is never stored with a report and never shown; reports "
+        "the reporter hid stay off the public maps.",
+    ),
+    "sources_demo": (
+        "{n} di antaranya data demo SINTETIS (petalapor demo-data), bukan laporan nyata.",
+        "{n} of them are SYNTHETIC demo data (petalapor demo-data), not real reports.",
+    ),
+    "sources_boundaries": ("Batas wilayah", "Boundaries"),
+    "sources_imported": ("diimpor {at}", "imported {at}"),
+    "sources_layers": ("Lapisan konteks", "Context layers"),
+    "sources_software": ("Perangkat lunak peta", "Map software"),
+    "licence": ("Lisensi", "Licence"),
+    "synthetic": ("sintetis", "synthetic"),
+    "layer": ("Lapisan", "Layer"),
+    "source_col": ("Sumber", "Source"),
     "find_place_hint": ("nama kelurahan/kecamatan", "kelurahan/kecamatan name"),
     "place_unknown": (
         "Wilayah tidak ditemukan; pilih dari daftar.",
@@ -98,7 +124,6 @@ STRINGS: dict[str, tuple[str, str]] = {
     "period_90d": ("90 hari terakhir", "Last 90 days"),
     "period_365d": ("12 bulan terakhir", "Last 12 months"),
     "period_all": ("Semua waktu", "All time"),
-    "layer": ("Lapisan", "Layer"),
     "area": ("Wilayah", "Area"),
     "area_hint": (
         "nama atau kode kelurahan, atau bbox (minx,miny,maxx,maxy)",

@@ -325,6 +325,7 @@ def _config(ctx: PageContext, page: str, **extra: Any) -> dict:
         "metric": "count",
         "filters": {},
         "places": [list(p) for p in ctx.places],
+        "sourcesUrl": ctx.urls.get("sources"),
     }
     config.update(extra)
     return config
@@ -631,6 +632,70 @@ def login_page(lang: str, minutes: int, next_url: str = "/opd", error: bool = Fa
         f'<button type="submit">{escape(t("login", lang))}</button></form>'
     )
     return _page(t("title_login", lang), lang, body)
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """What ``/sources`` lists: the stored data and the software the pages load."""
+
+    reports: int = 0
+    demo_reports: int = 0
+    boundaries: Mapping[str, str] = field(default_factory=dict)  # text, licence, imported
+    #: ``(title, attribution, licence, synthetic)`` per context layer.
+    layers: Sequence[tuple[str, str, str, bool]] = ()
+    #: ``(name, version, licence)`` of the npm packages served.
+    software: Sequence[tuple[str, str, str]] = ()
+
+
+def sources_page(lang: str, info: SourceInfo) -> str:
+    """``/sources``: where each layer's data comes from and on what terms (id/en)."""
+
+    def section(title: str, body: str) -> str:
+        return f"<section><h2>{escape(title)}</h2>{body}</section>"
+
+    def count(n: int) -> str:
+        return f"{n:,}".replace(",", "." if lang == "id" else ",")
+
+    reports = escape(t("sources_reports_text", lang, n=count(info.reports)))
+    if info.demo_reports:
+        reports += " <b>" + escape(t("sources_demo", lang, n=count(info.demo_reports))) + "</b>"
+    bounds = info.boundaries
+    boundary_text = escape(bounds.get("text") or "-")
+    if bounds.get("licence"):
+        boundary_text += f"<br>{escape(t('licence', lang))}: {escape(bounds['licence'])}"
+    if bounds.get("imported"):
+        boundary_text += f"<br>{escape(t('sources_imported', lang, at=bounds['imported']))}"
+    rows = "".join(
+        f"<tr><td>{escape(title)}"
+        + (f" <b>({escape(t('synthetic', lang))})</b>" if synthetic else "")
+        + f"</td><td>{escape(attribution)}</td><td>{escape(licence)}</td></tr>"
+        for title, attribution, licence, synthetic in info.layers
+    )
+    head = (
+        f"<tr><th>{escape(t('layer', lang))}</th><th>{escape(t('source_col', lang))}</th>"
+        f"<th>{escape(t('licence', lang))}</th></tr>"
+    )
+    software = "".join(
+        f"<li>{escape(name)} {escape(version)} ({escape(licence)})</li>"
+        for name, version, licence in info.software
+    )
+    other = "id" if lang == "en" else "en"
+    map_url = "/map?lang=en" if lang == "en" else "/map"
+    body = (
+        f"<h1>{escape(t('sources', lang))}</h1>"
+        f'<p><a href="?lang={other}">{escape(t("switch_lang", lang))}</a> &middot; '
+        f'<a href="{map_url}">{escape(t("title_map", lang))}</a></p>'
+        f"<p>{escape(t('sources_intro', lang))}</p>"
+        + section(t("sources_reports", lang), f"<p>{reports}</p>")
+        + section(t("sources_boundaries", lang), f"<p>{boundary_text}</p>")
+        + section(
+            t("sources_layers", lang),
+            f'<table class="pl-table pl-sources"><thead>{head}</thead>'
+            f"<tbody>{rows}</tbody></table>",
+        )
+        + section(t("sources_software", lang), f"<ul>{software}</ul>")
+    )
+    return _page(t("sources", lang), lang, body)
 
 
 def builder_page(ctx: PageContext, areas: Sequence[tuple[str, str]] = ()) -> str:

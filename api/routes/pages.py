@@ -302,6 +302,8 @@ class PagesFactory:
             urls["reports"] = "/reports"
         if "/reports/export" in paths:
             urls["reports_export"] = "/reports/export"
+        if "/sources" in paths:
+            urls["sources"] = "/sources" + ("?lang=en" if lang == "en" else "")
         if "/analysis/resolution" in paths:
             urls["worst_rw"] = "/analysis/resolution?unit=rw&format=json"
             urls["resolution_summary"] = "/analysis/resolution?unit=none&format=json"
@@ -417,6 +419,16 @@ class PagesFactory:
             )
 
         @self.router.get(
+            "/sources",
+            tags=["pages"],
+            summary="Where the data on the maps comes from, and on what terms (HTML)",
+            response_class=HTMLResponse,
+        )
+        def sources(request: Request, lang: str | None = None) -> HTMLResponse:
+            lang = check_lang(lang)
+            return self._html(pages.sources_page(lang, self.source_info(request)))
+
+        @self.router.get(
             "/embed/builder",
             tags=["pages"],
             summary="Build an embed snippet (HTML)",
@@ -427,6 +439,47 @@ class PagesFactory:
             with request.app.state.pool.connection() as conn:
                 areas = [(k.code, k.label) for k in named_areas(conn)]
             return self._html(pages.builder_page(ctx, areas))
+
+    def source_info(self, request: Request) -> pages.SourceInfo:
+        """The stored data's origins and the npm packages served, for ``/sources``."""
+        import json as jsonlib
+
+        from db import layers as layer_store
+        from db.boundaries import current_set
+        from gis.boundaries import manifest_attribution
+        from gis.demo import DEMO_ID_PREFIX
+        from layers import registry
+
+        with request.app.state.pool.connection() as conn:
+            layer_store.sync_registry(conn)  # JakWifi as stored: real export or synthetic
+            counts = conn.execute(
+                "SELECT count(*) AS n, count(*) FILTER (WHERE external_id LIKE %s "
+                "AND attrs @> '{\"demo\": true}') AS demo FROM reports",
+                (DEMO_ID_PREFIX + "%",),
+            ).fetchone()
+            bset = current_set(conn)
+        boundaries = manifest_attribution()
+        if bset is not None:
+            boundaries["imported"] = (
+                bset["imported_at"].astimezone(JAKARTA_TZ).strftime("%Y-%m-%d %H:%M WIB")
+            )
+        layers = [
+            (lyr.title, lyr.attribution, lyr.licence, bool(lyr.synthetic))
+            for lyr in registry.all_layers()
+        ]
+        software = []
+        for package in sorted({path.split("/")[0] for path in VENDOR_FILES}):
+            meta = self.node_modules / package / "package.json"
+            if meta.is_file():
+                data = jsonlib.loads(meta.read_text(encoding="utf-8"))
+                software.append((package, str(data.get("version", "")), str(data.get("license"))))
+        return pages.SourceInfo(
+            reports=counts["n"],
+            demo_reports=counts["demo"],
+            boundaries=boundaries,
+            layers=layers,
+            software=software,
+        )
 
     def _embed_bounds(
         self, request: Request, opts: pages.EmbedOptions

@@ -731,6 +731,10 @@
       PL.loadKpis();
     }
     if (cfg.bounds) { map.fitBounds(cfg.bounds); }
+    if (cfg.sourcesUrl && map.attributionControl) {  // where the data comes from, on every map
+      map.attributionControl.addAttribution('<a href="' + esc(cfg.sourcesUrl) +
+        '" target="_blank" rel="noopener">' + esc(tr('sources')) + '</a>');
+    }
     if (cfg.place) { PL.place = {level: cfg.place[0], code: cfg.place[1]}; PL.zoomTo(cfg.place[0], cfg.place[1]); }
     document.documentElement.setAttribute('lang', cfg.lang || 'id');
     PL.ready = true;
