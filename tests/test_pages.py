@@ -33,6 +33,11 @@ def external_urls(html: str) -> list[str]:
     return [u for u in URL.findall(html) if not re.match(local, u)]
 
 
+def page_config(html: str) -> dict:
+    """The JSON a map page hands to ``PL.init``."""
+    return json.loads(re.search(r"PL\.init\([a-z_0-9]+, (\{.*\})\);", html).group(1))
+
+
 def page_urls(client, opd_token) -> dict[str, object]:
     return {
         "/map": client.get("/map"),
@@ -84,9 +89,7 @@ def test_sources_page_names_every_source_and_licence(client, loaded_dsn):
     assert "swagger-ui-dist" in html
     id_html = client.get("/sources").text
     assert "Sumber data" in id_html and f"{stored:,}".replace(",", ".") + " laporan" in id_html
-    config = json.loads(
-        re.search(r"PL\.init\([a-z_0-9]+, (\{.*\})\);", client.get("/map?lang=en").text).group(1)
-    )
+    config = page_config(client.get("/map?lang=en").text)
     assert config["sourcesUrl"] == "/sources?lang=en"
 
 
@@ -180,7 +183,7 @@ def test_embed_accepts_the_whitelist(client, loaded_dsn):
     assert r.status_code == 200, r.text
     html = r.text
     assert '<html lang="en">' in html
-    config = json.loads(re.search(r"PL\.init\([a-z_0-9]+, (\{.*\})\);", html).group(1))
+    config = page_config(html)
     (south, west), (north, east) = config["bounds"]
     assert (west, south, east, north) == pytest.approx((x0, y0, x1, y1))
     assert config["metric"] == "within_7d_share"
@@ -219,12 +222,7 @@ def test_language_switch(client):
     assert '<html lang="id">' in id_html and '<html lang="en">' in en_html
     assert "Peta Laporan Warga Jakarta" in id_html and "Jakarta Citizen Report Map" in en_html
     assert client.get("/map?lang=xx").status_code == 400
-    assert (
-        json.loads(re.search(r"PL\.init\([a-z_0-9]+, (\{.*\})\);", en_html).group(1))["t"][
-            "filters"
-        ]
-        == "Filters"
-    )
+    assert page_config(en_html)["t"]["filters"] == "Filters"
     assert "lang=en" in client.get("/embed/builder").text
     builder = client.get("/embed/builder?lang=en").text
     assert '<option value="en" selected>English</option>' in builder
@@ -245,7 +243,7 @@ def test_builder_offers_every_kelurahan_by_name(client, loaded_dsn):
 
 def test_map_opens_on_a_kelurahan(client):
     html = client.get("/map", params={"kelurahan": "3173080003", "lang": "en"}).text
-    config = json.loads(re.search(r"PL\.init\([a-z_0-9]+, (\{.*\})\);", html).group(1))
+    config = page_config(html)
     assert config["place"] == ["kelurahan", "3173080003"]
     r = client.get("/map", params={"kelurahan": "<script>"})
     assert r.status_code == 400 and "boundary code" in r.json()["detail"]
@@ -253,7 +251,7 @@ def test_map_opens_on_a_kelurahan(client):
 
 def test_map_page_configuration(client):
     html = client.get("/map", params={"category": "banjir", "metric": "median_days"}).text
-    config = json.loads(re.search(r"PL\.init\([a-z_0-9]+, (\{.*\})\);", html).group(1))
+    config = page_config(html)
     assert config["filters"]["category"] == "banjir" and config["metric"] == "median_days"
     assert (
         config["controls"] == {"filters": True, "legend": True} and config["metricSwitch"] is True
@@ -374,7 +372,7 @@ def test_js_files_parse():
 def test_popup_summary_links_resolve(client, loaded_dsn):
     """An RW's and a kelurahan's popup link open the kelurahan's summary page."""
     html = client.get("/map").text
-    config = json.loads(re.search(r"PL\.init\([a-z_0-9]+, (\{.*\})\);", html).group(1))
+    config = page_config(html)
     with psycopg.connect(loaded_dsn) as conn:
         rw, kelurahan, name = conn.execute(
             "SELECT r.code, k.code, k.name FROM boundaries r JOIN boundaries k "
