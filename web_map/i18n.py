@@ -75,7 +75,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "synthetic": ("sintetis", "synthetic"),
     "layer": ("Lapisan", "Layer"),
     "source_col": ("Sumber", "Source"),
-    "find_place_hint": ("nama kelurahan/kecamatan", "kelurahan/kecamatan name"),
+    "find_place_hint": ("kelurahan, kecamatan ...", "kelurahan, kecamatan ..."),
     "place_unknown": (
         "Wilayah tidak ditemukan; pilih dari daftar.",
         "No such place; pick one from the list.",
