@@ -119,6 +119,12 @@ def test_petalapor_serve_answers(loaded_dsn):
         )
         assert kel.status_code == 200 and len(kel.json()["features"]) == 267
         assert kel.headers.get("content-encoding") == "gzip"
+        pages = {"/map": 200, "/opd": 401, "/embed/builder": 200, "/sources": 200, "/docs": 200}
+        for path, code in pages.items():
+            assert httpx.get(f"http://127.0.0.1:{port}{path}", timeout=30).status_code == code
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+    printed = proc.stdout.read()  # the start-up lines name every page
+    for path in pages:
+        assert f"http://127.0.0.1:{port}{path}" in printed, printed

@@ -36,7 +36,15 @@ def serve(args: argparse.Namespace) -> int:
     settings = Settings()
     host = args.host or settings.api.host
     port = args.port or settings.api.port
-    print(f"petalapor on http://{host}:{port}/ (API docs at /docs)")
+    base = f"http://{host}:{port}"
+    print(
+        f"petalapor on {base}/\n"
+        f"  planner map    {base}/map\n"
+        f"  OPD view       {base}/opd (an OPD or admin key: petalapor keys create)\n"
+        f"  embed builder  {base}/embed/builder\n"
+        f"  data sources   {base}/sources\n"
+        f"  API docs       {base}/docs"
+    )
     uvicorn.run(
         "api.app:create_app",
         factory=True,
