@@ -35,35 +35,28 @@ def quality_report(
     """
     where, params = filters.where()
     with conn.cursor(row_factory=dict_row) as cur:
-        methods = cur.execute(
+        # one pass for every count (method x source x kota, a few dozen rows) ...
+        groups = cur.execute(
             f"""
-            SELECT r.snap_method AS method, count(*) AS reports,
+            SELECT g.method, g.source, g.kota_code, b.name AS kota, g.n FROM (
+                SELECT r.snap_method AS method, r.source, r.kota_code, count(*) AS n
+                FROM reports r WHERE {where} GROUP BY 1, 2, 3
+            ) g LEFT JOIN boundaries b ON b.level = 'kota' AND b.code = g.kota_code
+            """,
+            params,
+        ).fetchall()
+        # ... the distances of the few placed off a polygon ...
+        distances = cur.execute(
+            f"""
+            SELECT r.snap_method AS method,
                    percentile_cont(0.5) WITHIN GROUP (ORDER BY r.snap_distance_m) AS median_m,
                    percentile_cont(0.9) WITHIN GROUP (ORDER BY r.snap_distance_m) AS p90_m,
                    max(r.snap_distance_m) AS max_m
-            FROM reports r WHERE {where} GROUP BY 1
+            FROM reports r WHERE {where} AND r.snap_method <> 'inside' GROUP BY 1
             """,
             params,
         ).fetchall()
-        by_source = cur.execute(
-            f"""
-            SELECT r.source, count(*) AS reports,
-                   count(*) FILTER (WHERE r.snap_method = 'nearest') AS nearest,
-                   count(*) FILTER (WHERE r.snap_method = 'outside') AS outside
-            FROM reports r WHERE {where} GROUP BY 1 ORDER BY 4 DESC, 3 DESC, 1
-            """,
-            params,
-        ).fetchall()
-        nearest_by_kota = cur.execute(
-            f"""
-            SELECT r.kota_code AS code, b.name, count(*) AS nearest
-            FROM reports r
-            LEFT JOIN boundaries b ON b.level = 'kota' AND b.code = r.kota_code
-            WHERE {where} AND r.snap_method = 'nearest'
-            GROUP BY 1, 2 ORDER BY 3 DESC, 1
-            """,
-            params,
-        ).fetchall()
+        # ... and the farthest of those left outside
         farthest = cur.execute(
             f"""
             SELECT r.id::text AS id, r.source, r.external_id, r.created_at,
@@ -75,16 +68,35 @@ def quality_report(
             """,
             params,
         ).fetchall()
-    found = {row["method"]: row for row in methods}
-    total = sum(row["reports"] for row in methods)
+    counts = {m: 0 for m in METHODS}
+    sources: dict[str, dict[str, Any]] = {}
+    kotas: dict[tuple, int] = {}
+    for g in groups:
+        counts[g["method"]] += g["n"]
+        src = sources.setdefault(
+            g["source"], {"source": g["source"], "reports": 0, "nearest": 0, "outside": 0}
+        )
+        src["reports"] += g["n"]
+        if g["method"] != "inside":
+            src[g["method"]] += g["n"]
+        if g["method"] == "nearest":
+            key = (g["kota_code"], g["kota"])
+            kotas[key] = kotas.get(key, 0) + g["n"]
+    by_source = sorted(sources.values(), key=lambda s: (-s["outside"], -s["nearest"], s["source"]))
+    nearest_by_kota = [
+        {"code": code, "name": name, "nearest": n}
+        for (code, name), n in sorted(kotas.items(), key=lambda kv: (-kv[1], kv[0][0] or ""))
+    ]
+    found = {row["method"]: row for row in distances}
+    total = sum(counts.values())
     snap = {}
     for method in METHODS:
-        row = found.get(method, {"reports": 0})
         snap[method] = {
-            "reports": row["reports"],
-            "share": row["reports"] / total if total else None,
+            "reports": counts[method],
+            "share": counts[method] / total if total else None,
         }
         if method != "inside":
+            row = found.get(method, {})
             snap[method]["distance_m"] = {
                 k: None if row.get(k) is None else round(float(row[k]), 1)
                 for k in ("median_m", "p90_m", "max_m")
