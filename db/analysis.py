@@ -652,24 +652,33 @@ def wifi_by_rw(conn: psycopg.Connection) -> pd.DataFrame:
     return frame.astype({"wifi_count": np.int64, "wifi_per_km2": float, "wifi_nearest_m": float})
 
 
-def rw_centroids(conn: psycopg.Connection) -> pd.DataFrame:
-    """``code, lon, lat`` of every RW's centroid (UTM 48S centroid, back in lon/lat)."""
+def rw_centroids(conn: psycopg.Connection, codes: list[str] | None = None) -> pd.DataFrame:
+    """``code, lon, lat`` of every RW's centroid (UTM 48S centroid, back in lon/lat).
+
+    ``codes``: only these RWs.
+    """
     rows = _fetch(
         conn,
         sql.SQL(
             "SELECT code, ST_X(p), ST_Y(p) FROM ("
             "SELECT code, ST_Transform(ST_Centroid(geom_m), 4326) AS p "
-            "FROM boundaries WHERE level = 'rw') s ORDER BY code"
+            "FROM boundaries WHERE level = 'rw' "
+            "AND (%(codes)s::text[] IS NULL OR code = ANY(%(codes)s))) s ORDER BY code"
         ),
-        {},
+        {"codes": codes},
     )
     return pd.DataFrame.from_records(rows, columns=["code", "lon", "lat"])
 
 
 def ispu_by_rw(
-    conn: psycopg.Connection, start: dt.datetime | None, end: dt.datetime | None
+    conn: psycopg.Connection,
+    start: dt.datetime | None,
+    end: dt.datetime | None,
+    codes: list[str] | None = None,
 ) -> pd.DataFrame:
-    """Period-mean ISPU at each RW centroid: ``code, ispu_mean``.
+    """Period-mean ISPU at each RW centroid (``codes``: these RWs only): ``code, ispu_mean``.
+
+    ``attrs["days"]`` holds the first and last day of the readings used.
 
     The period is ``[start, end)`` in Asia/Jakarta days (default: everything
     stored).  Each station's mean over the period
@@ -699,12 +708,14 @@ def ispu_by_rw(
         )
     first, last = readings["date"].min(), readings["date"].max()
     means = station_values(readings, read_stations(conn), (first, last))
-    points = rw_centroids(conn)
+    points = rw_centroids(conn, codes)
     to_m = _to_metric()
     sx, sy = to_m.transform(means["lon"].to_numpy(), means["lat"].to_numpy())
     qx, qy = to_m.transform(points["lon"].to_numpy(), points["lat"].to_numpy())
     values = idw(np.column_stack([sx, sy]), means["value"].to_numpy(), np.column_stack([qx, qy]))
-    return pd.DataFrame({"code": points["code"], "ispu_mean": values})
+    out = pd.DataFrame({"code": points["code"], "ispu_mean": values})
+    out.attrs["days"] = (first, last)
+    return out
 
 
 def _local_day(value: dt.datetime) -> dt.date:

@@ -13,7 +13,6 @@ import datetime as dt
 import html
 import math
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import geopandas as gpd
 import numpy as np
@@ -22,7 +21,7 @@ import psycopg
 from psycopg.rows import dict_row, tuple_row
 
 from db import analysis
-from gis.metrics import BACKLOG_BANDS, TIMEZONE, MetricSpec, suppress_small
+from gis.metrics import BACKLOG_BANDS, MetricSpec, suppress_small
 from petalapor.catalog import (
     COORDINATION_TARGET_HOURS,
     RESOLUTION_TARGET_DAYS,
@@ -110,28 +109,16 @@ def _ispu(conn: psycopg.Connection, spec: MetricSpec, rw_codes: list[str]) -> di
     if not rw_codes:
         return {"error": "no_rw"}
     try:
-        values = analysis.ispu_by_rw(conn, spec.start, spec.end)
+        values = analysis.ispu_by_rw(conn, spec.start, spec.end, codes=rw_codes)
     except LayerNotLoadedError:
         return {"error": "not_loaded"}
     except DataError:
-        return {"error": "no_period", "stored": _days_stored(conn, None, None)}
-    mean = float(values.loc[values["code"].isin(rw_codes), "ispu_mean"].mean())
-    tz = ZoneInfo(TIMEZONE)  # the days ispu_by_rw averaged over (Jakarta days)
-    lo = spec.start.astimezone(tz).date() if spec.start else None
-    hi = (spec.end - dt.timedelta(microseconds=1)).astimezone(tz).date() if spec.end else None
-    days = _days_stored(conn, lo, hi)
+        with conn.cursor(row_factory=tuple_row) as cur:
+            span = cur.execute("SELECT min(date), max(date) FROM ispu_readings").fetchone()
+        return {"error": "no_period", "stored": tuple(str(d) for d in span)}
+    mean = float(values["ispu_mean"].mean())
+    days = tuple(pd.Timestamp(d).date().isoformat() for d in values.attrs["days"])
     return {"mean": mean, "category": categorise([mean])[0], "days": days}
-
-
-def _days_stored(conn: psycopg.Connection, lo: dt.date | None, hi: dt.date | None) -> tuple:
-    """First and last day of the ISPU readings stored between ``lo`` and ``hi`` (inclusive)."""
-    with conn.cursor(row_factory=tuple_row) as cur:
-        first, last = cur.execute(
-            "SELECT min(date), max(date) FROM ispu_readings WHERE "
-            "(%(lo)s::date IS NULL OR date >= %(lo)s) AND (%(hi)s::date IS NULL OR date <= %(hi)s)",
-            {"lo": lo, "hi": hi},
-        ).fetchone()
-    return (str(first), str(last))
 
 
 def _row(table: pd.DataFrame) -> dict[str, Any]:
