@@ -1,4 +1,4 @@
-"""ASGI middleware: request body size limit."""
+"""ASGI middleware (request body size limit) and the security headers of HTML pages."""
 
 from __future__ import annotations
 
@@ -68,3 +68,20 @@ class BodySizeLimitMiddleware:
 
 class _TooLarge(Exception):
     """Raised inside receive() when the streamed body passes the limit."""
+
+
+def security_headers(embed: bool, img_hosts: str = "") -> dict[str, str]:
+    """CSP and friends: embeds may be framed anywhere, other pages nowhere."""
+    csp = (
+        "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+        f"img-src 'self' data: blob:{img_hosts}; connect-src 'self'; font-src 'self'; "
+        "object-src 'none'; "
+        "base-uri 'self'; form-action 'self'; "
+    )
+    headers = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin"}
+    if embed:
+        headers["Content-Security-Policy"] = csp + "frame-ancestors *"
+    else:
+        headers["Content-Security-Policy"] = csp + "frame-ancestors 'none'"
+        headers["X-Frame-Options"] = "DENY"
+    return headers

@@ -37,7 +37,7 @@ from fastapi.responses import HTMLResponse
 from api.auth import Viewer
 from api.auth import viewer as auth_viewer
 from api.deps import get_conn
-from api.routes.pages import security_headers
+from api.middleware import security_headers
 from db import analysis
 from gis import hotspots as hs
 from gis import metrics as gm

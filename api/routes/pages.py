@@ -25,6 +25,7 @@ from starlette.datastructures import QueryParams
 
 from api.auth import Viewer, auth_state, issue_session, resolve, viewer
 from api.deps import parse_bbox
+from api.middleware import security_headers
 from db.boundaries import named_areas
 from petalapor.catalog import get_catalog
 from petalapor.errors import AuthenticationError, InvalidParameterError, NotFoundError
@@ -77,26 +78,6 @@ EMBED_PARAMS: tuple[str, ...] = (
 )
 _CODE = re.compile(r"^[0-9A-Za-z_.-]{1,32}$")
 _PERIOD_DAYS = {"30d": 30, "90d": 90, "365d": 365}
-
-
-# --------------------------------------------------------------------------- headers
-
-
-def security_headers(embed: bool, img_hosts: str = "") -> dict[str, str]:
-    """CSP and friends: embeds may be framed anywhere, other pages nowhere."""
-    csp = (
-        "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
-        f"img-src 'self' data: blob:{img_hosts}; connect-src 'self'; font-src 'self'; "
-        "object-src 'none'; "
-        "base-uri 'self'; form-action 'self'; "
-    )
-    headers = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin"}
-    if embed:
-        headers["Content-Security-Policy"] = csp + "frame-ancestors *"
-    else:
-        headers["Content-Security-Policy"] = csp + "frame-ancestors 'none'"
-        headers["X-Frame-Options"] = "DENY"
-    return headers
 
 
 # --------------------------------------------------------------------------- embed parameters
