@@ -189,20 +189,27 @@ class ReportOut(BaseModel):
         cls, row: dict[str, Any], catalog: Catalog | None = None, **extra: Any
     ) -> "ReportOut":
         """Build from a :func:`db.reports.get_report` row, adding catalog names."""
-        catalog = catalog or get_catalog()
-        cat = catalog.categories.get(row["category"])
-        st = catalog.statuses.get(row["status"])
         values = {k: v for k, v in row.items() if k in cls.model_fields}
-        values.update(
-            category_name=cat.name_id if cat else row["category"],
-            opd_name=catalog.opds.get(row["opd"], row["opd"]),
-            status_name=st.name_id if st else row["status"],
-            is_open=st.open if st else True,
-            reopened=int((row.get("attrs") or {}).get(REOPENED_ATTR, 0)),
-            **{f"h3_r{r}": h3.int_to_str(row[f"h3_r{r}"]) for r in (7, 8, 9, 10, 11)},
-        )
+        values.update(derived_fields(row, catalog or get_catalog()))
         values.update(extra)
         return cls(**values)
+
+
+def derived_fields(row: dict[str, Any], catalog: Catalog) -> dict[str, Any]:
+    """What a stored report row gains for output: catalog names, open or not, H3 cells as hex.
+
+    Shared by :class:`ReportOut` and the export (which skips pydantic per row).
+    """
+    cat = catalog.categories.get(row["category"])
+    st = catalog.statuses.get(row["status"])
+    return {
+        "category_name": cat.name_id if cat else row["category"],
+        "opd_name": catalog.opds.get(row["opd"], row["opd"]),
+        "status_name": st.name_id if st else row["status"],
+        "is_open": st.open if st else True,
+        "reopened": int((row.get("attrs") or {}).get(REOPENED_ATTR, 0)),
+        **{f"h3_r{r}": h3.int_to_str(row[f"h3_r{r}"]) for r in (7, 8, 9, 10, 11)},
+    }
 
 
 class ReportDetail(ReportOut):
@@ -369,18 +376,13 @@ _EXPORT_TIMES = ("created_at", "updated_at", "first_coordinated_at", "resolved_a
 
 def export_record(row: dict[str, Any], catalog: Catalog) -> dict[str, Any]:
     """A stored report as one flat export record (times in WIB, H3 cells as hex)."""
-    cat = catalog.categories.get(row["category"])
-    st = catalog.statuses.get(row["status"])
-    out = {k: row.get(k) for k in EXPORT_COLUMNS}
+    extra = derived_fields(row, catalog)
+    out = {k: extra[k] if k in extra else row.get(k) for k in EXPORT_COLUMNS}
     out.update(
         id=str(row["id"]),
-        category_name=cat.name_id if cat else row["category"],
-        status_name=st.name_id if st else row["status"],
-        is_open=st.open if st else True,
         lon=round(row["lon"], 7),
         lat=round(row["lat"], 7),
         snap_distance_m=round(row["snap_distance_m"], 2),
-        **{f"h3_r{r}": h3.int_to_str(row[f"h3_r{r}"]) for r in (7, 8, 9, 10, 11)},
     )
     for key in _EXPORT_TIMES:
         value = row[key]
